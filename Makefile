@@ -1,0 +1,33 @@
+# smsgw: `make install`, then `make run`. `make test` runs the suite.
+VENV   := .venv
+BIN    := $(VENV)/bin
+export SMSGW_DATABASE_URL ?= sqlite:///var/smsgw.db
+
+.PHONY: install run test clean help
+
+help:
+	@echo "make install   create .venv (Python >= 3.12) and install smsgw with its dev tools"
+	@echo "make run       migrate var/smsgw.db and run the stack in the foreground"
+	@echo "make test      run the test suite"
+
+install: $(BIN)/smsgw
+
+$(BIN)/smsgw: pyproject.toml
+	@py=$$(scripts/find-python) || exit 1; \
+	  echo "using $$py"; \
+	  if [ ! -x $(BIN)/python ] || ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then \
+	    rm -rf $(VENV) && $$py -m venv $(VENV) || { echo "could not create $(VENV): install the venv module for $$py (Debian: python3.12-venv)"; exit 1; }; \
+	  fi
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+	@echo "installed: $(BIN)/smsgw"
+
+run: install
+	@scripts/run
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) var .pytest_cache *.egg-info

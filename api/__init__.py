@@ -1,0 +1,1 @@
+"""smsgw's HTTP API: gateway records, sending, and delivery receipts."""

@@ -1,0 +1,80 @@
+"""The Starlette application: routes, and what lives as long as the process."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from api import db, dlr, gateways, messages
+from api.accesslog import AccessLog
+from api.auth import require_api_key as private
+from api.config import Settings
+from api.responses import EXCEPTION_HANDLERS
+
+log = logging.getLogger("smsgw.api")
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """200 while the database answers, 503 when it does not; nothing else is said."""
+    try:
+        await request.app.state.database.fetch_val("SELECT 1")
+    except Exception:
+        log.warning("health check: the database did not answer")
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+def routes() -> list[Route]:
+    # Every /api/ route is private (API key) except the receipts, which the
+    # guard admits by callback token before they reach the API.
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/api/sms-gateways", private(gateways.list_gateways), methods=["GET"]),
+        Route("/api/sms-gateways", private(gateways.create_gateway), methods=["POST"]),
+        Route("/api/sms-gateways/{id:int}", private(gateways.show_gateway), methods=["GET"]),
+        Route("/api/sms-gateways/{id:int}", private(gateways.update_gateway), methods=["PATCH", "PUT"]),
+        Route("/api/sms-gateways/{id:int}", private(gateways.delete_gateway), methods=["DELETE"]),
+        Route("/api/sms-gateways/{id:int}/callback-token/rotate",
+              private(gateways.rotate_callback_token), methods=["POST"]),
+        Route("/api/sms-gateways/{id:int}/send", private(messages.send_message), methods=["POST"]),
+        Route("/api/sms-gateways/{id:int}/messages",
+              private(messages.list_gateway_messages), methods=["GET"]),
+        Route("/api/sms-messages/{id:int}", private(messages.show_message), methods=["GET"]),
+        Route("/api/sms-gateways/{id:int}/dlr", dlr.receive, methods=["POST"]),
+        Route("/webhooks/jasmin/{id:int}/dlr", dlr.receive, methods=["POST"]),
+    ]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        app.state.settings = settings
+        app.state.dialect = db.dialect_of(settings.database_url)
+        app.state.database = db.make_database(settings.database_url)
+        await app.state.database.connect()
+        app.state.http = httpx.AsyncClient(
+            timeout=settings.gateway_timeout,
+            headers={"User-Agent": "smsgw/0.1"},
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+        try:
+            yield
+        finally:
+            await app.state.http.aclose()
+            await app.state.database.disconnect()
+
+    return Starlette(
+        routes=routes(),
+        middleware=[Middleware(AccessLog)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,83 @@
+"""Settings, read once from the environment.
+
+Every knob is an ``SMSGW_*`` variable; the README's configuration table lists
+them. Defaults make ``make run`` work on a fresh machine with nothing set.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "sqlite:///var/smsgw.db"
+
+
+class ConfigError(ValueError):
+    """A variable is set to something we cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"
+    admin_key: str | None = None
+    gateway_timeout: float = 10.0
+    callback_token_grace: int = 24 * 3600
+    max_body_bytes: int = 64 * 1024
+    simulator_host: str = "127.0.0.1"
+    simulator_port: int = 8025
+    simulator_username: str = "demo"
+    simulator_password: str = "demo-password"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        host = env.get("SMSGW_API_HOST", cls.api_host)
+        port = _int(env, "SMSGW_API_PORT", cls.api_port, low=1, high=65535)
+        public = env.get("SMSGW_PUBLIC_URL") or f"http://{host}:{port}"
+        if not public.startswith(("http://", "https://")):
+            raise ConfigError("SMSGW_PUBLIC_URL must start with http:// or https://")
+        return cls(
+            database_url=env.get("SMSGW_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            api_host=host,
+            api_port=port,
+            public_url=public.rstrip("/"),
+            admin_key=env.get("SMSGW_ADMIN_KEY") or None,
+            gateway_timeout=_float(env, "SMSGW_GATEWAY_TIMEOUT", cls.gateway_timeout),
+            callback_token_grace=_int(
+                env, "SMSGW_CALLBACK_TOKEN_GRACE", cls.callback_token_grace, low=0
+            ),
+            max_body_bytes=_int(env, "SMSGW_MAX_BODY_BYTES", cls.max_body_bytes, low=1024),
+            simulator_host=env.get("SMSGW_SIMULATOR_HOST", cls.simulator_host),
+            simulator_port=_int(env, "SMSGW_SIMULATOR_PORT", cls.simulator_port, low=1, high=65535),
+            simulator_username=env.get("SMSGW_SIMULATOR_USERNAME") or cls.simulator_username,
+            simulator_password=env.get("SMSGW_SIMULATOR_PASSWORD") or cls.simulator_password,
+        )
+
+
+def _int(env: dict[str, str], name: str, default: int, low: int = 0, high: int | None = None) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        raise ConfigError(f"{name} must be between {low} and {high if high is not None else 'any'}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not 0 < value <= 300:
+        raise ConfigError(f"{name} must be more than 0 and at most 300 seconds")
+    return value

@@ -1,0 +1,82 @@
+"""The database: connecting, and every line that differs between SQLite and PostgreSQL.
+
+Queries elsewhere are plain SQLAlchemy Core and run on both. What cannot be
+written once for both — URL forms, merging a JSON object in SQL, recognising a
+unique-constraint violation — lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from databases import Database
+from sqlalchemy.dialects.postgresql import JSONB
+
+# How long a SQLite connection waits for another writer before giving up.
+SQLITE_BUSY_TIMEOUT_S = 15.0
+
+
+def dialect_of(url: str) -> str:
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql"
+    raise ValueError(
+        f"SMSGW_DATABASE_URL must start with sqlite:/// or postgresql://, not {scheme}://"
+    )
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file a ``sqlite:///`` URL names (relative to the working directory)."""
+    if dialect_of(url) != "sqlite":
+        return None
+    path = url.split(":///", 1)[1].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def connect_url(url: str) -> str:
+    """The driver-qualified URL, for ``databases`` and for SQLAlchemy's async engine
+    (alembic migrates through it): asyncpg for PostgreSQL, aiosqlite for SQLite."""
+    if dialect_of(url) == "postgresql":
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+
+
+def make_database(url: str) -> Database:
+    if dialect_of(url) == "sqlite":
+        path = sqlite_file(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return Database(connect_url(url), timeout=SQLITE_BUSY_TIMEOUT_S)
+    return Database(connect_url(url))
+
+
+def json_merged(dialect: str, column: sa.Column, payload: dict[str, Any]) -> sa.ColumnElement:
+    """SQL for ``column`` with ``payload``'s keys merged over it, in one statement.
+
+    Merging in SQL (instead of read, merge in Python, write) means two receipts
+    for one message at once cannot lose each other's fields.
+    """
+    text = json.dumps(payload, separators=(",", ":"))
+    if dialect == "postgresql":
+        return sa.func.coalesce(column, sa.cast("{}", JSONB)).op("||")(sa.cast(text, JSONB))
+    # RFC 7396 merge patch; a JSON null in the payload would delete the key, so
+    # payloads are made null-free before they get here (see api.dlr).
+    return sa.func.json_patch(sa.func.coalesce(column, "{}"), text)
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE" in str(exc)
+    return type(exc).__name__ == "UniqueViolationError"  # asyncpg, imported only when used
+
+
+def sqlite_pragmas() -> list[str]:
+    """Set once on the file by ``smsgw migrate``: WAL persists in the database file,
+    and lets readers (the API's GETs, later the guard) run beside the writer."""
+    return ["PRAGMA journal_mode=WAL"]

@@ -1,0 +1,83 @@
+"""Delivery receipts (DLRs): what a receipt says, and applying it to its message.
+
+``parse_receipt`` is the pure part — which field holds the id, which the
+status — so the rules of the contract are tested on their own. ``receive``
+answers the gateway: always ``200 {"message": "DLR received"}`` for a receipt
+it could read, matched or not, so a gateway's retry-on-non-2xx never fires.
+The callback token is checked before a receipt gets here (the guard).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api import clock, db
+from api.bodies import read_body
+from api.gateways import MAX_ID
+from api.tables import messages
+
+ID_FIELDS = ("message_id", "id", "messageId")
+STATUS_FIELDS = ("status", "message_status")
+DEFAULT_STATUS = "delivered"
+# Never merged into the stored conversation: the gateway's secret.
+SECRET_FIELDS = frozenset({"token"})
+RECEIVED = {"message": "DLR received"}
+
+
+@dataclass(frozen=True)
+class Receipt:
+    external_id: str | None
+    status: str
+    payload: dict[str, Any]  # what is merged into remote_response
+
+
+def _text(value: Any) -> str | None:
+    """A scalar field as text; objects, lists and blanks count as absent."""
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def parse_receipt(fields: Mapping[str, Any]) -> Receipt:
+    """The contract's rules: id from ``message_id``, else ``id``, else ``messageId``;
+    status from ``status``, else ``message_status``, else ``delivered``; lowercased."""
+    external_id = next((t for t in (_text(fields.get(k)) for k in ID_FIELDS) if t), None)
+    status = next((t for t in (_text(fields.get(k)) for k in STATUS_FIELDS) if t), DEFAULT_STATUS)
+    payload = {
+        key: value for key, value in fields.items()
+        if value is not None and key not in SECRET_FIELDS
+    }
+    return Receipt(external_id=external_id, status=status.lower()[:32], payload=payload)
+
+
+async def apply_receipt(database, dialect: str, gateway_id: int, receipt: Receipt) -> bool:
+    """One UPDATE: status, time and the merged payload together; True when a message matched."""
+    if receipt.external_id is None or gateway_id > MAX_ID:
+        return False
+    stamp = clock.now_iso()
+    matched = await database.fetch_all(
+        messages.update()
+        .where(messages.c.sms_gateway_id == gateway_id,
+               messages.c.external_message_id == receipt.external_id)
+        .values(
+            delivery_status=receipt.status,
+            delivered_at=stamp,
+            updated_at=stamp,
+            remote_response=db.json_merged(dialect, messages.c.remote_response, receipt.payload),
+        )
+        .returning(messages.c.id)
+    )
+    return bool(matched)
+
+
+async def receive(request: Request) -> JSONResponse:
+    state = request.app.state
+    body = await read_body(request, state.settings.max_body_bytes, empty_ok=True)
+    await apply_receipt(state.database, state.dialect, request.path_params["id"],
+                        parse_receipt(body.data))
+    return JSONResponse(RECEIVED)

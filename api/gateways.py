@@ -1,0 +1,224 @@
+"""Gateway records: create, read, update, delete, and rotate the callback token."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api import callback_tokens, clock
+from api.bodies import read_body
+from api.dispatch import FORMATS
+from api.responses import ApiError, ok
+from api.tables import gateways, messages
+from api.validation import Field, validate
+
+MAX_ID = 2**63 - 1
+HOSTNAME = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$|^\[?[0-9A-Fa-f:.]+\]?$")
+API_PATH = re.compile(r"^/?[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+SENDER = re.compile(r"^[A-Za-z0-9 +._-]+$")
+
+SCHEMA: dict[str, Field] = {
+    "name": Field("string", required=True, max_length=255),
+    "provider_type": Field("string", choices=tuple(FORMATS)),
+    "server_host": Field(
+        "string", required=True, max_length=255, pattern=HOSTNAME,
+        pattern_message="The server_host must be a host name or an IP address, without scheme or path.",
+    ),
+    "server_port": Field("integer", min_value=1, max_value=65535),
+    "api_path": Field(
+        "string", max_length=255, pattern=API_PATH,
+        pattern_message="The api_path must be a URL path (no spaces, no query string).",
+    ),
+    "username": Field("string", nullable=True, max_length=255),
+    "password": Field("string", nullable=True, max_length=255),
+    "default_sender_id": Field(
+        "string", nullable=True, max_length=20, pattern=SENDER,
+        pattern_message="The default_sender_id may hold letters, digits, spaces and + . _ - only.",
+    ),
+    "callback_token": Field(
+        "string", max_length=255, pattern=callback_tokens.TOKEN_PATTERN,
+        pattern_message="The callback_token must be 24 to 255 characters from A-Z a-z 0-9 . _ ~ -.",
+    ),
+    "is_active": Field("boolean"),
+    "use_ssl": Field("boolean"),
+    "notes": Field("text", nullable=True, max_length=10_000),
+    "meta": Field("object", nullable=True),
+}
+READ_ONLY = frozenset({"id", "messages_count", "created_at", "updated_at", "callback_token_previous_expires_at"})
+DEFAULTS = {"provider_type": "jasmin", "api_path": "send", "is_active": True, "use_ssl": False}
+
+messages_count = (
+    sa.select(sa.func.count(messages.c.id))
+    .where(messages.c.sms_gateway_id == gateways.c.id)
+    .scalar_subquery()
+    .label("messages_count")
+)
+
+
+def public(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A gateway as the API shows it: the password never, the previous token never."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "provider_type": row["provider_type"],
+        "server_host": row["server_host"],
+        "server_port": row["server_port"],
+        "api_path": row["api_path"],
+        "username": row["username"],
+        "default_sender_id": row["default_sender_id"],
+        "callback_token": row["callback_token"],
+        "callback_token_previous_expires_at": row["previous_callback_token_expires_at"],
+        "is_active": bool(row["is_active"]),
+        "use_ssl": bool(row["use_ssl"]),
+        "notes": row["notes"],
+        "meta": row["meta"],
+        "messages_count": row["messages_count"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def path_id(request: Request, name: str = "id") -> int:
+    """The integer id in the path; one too large for the database is simply not found."""
+    value = request.path_params[name]
+    if value > MAX_ID:
+        raise ApiError(404, "SMS gateway not found.")
+    return value
+
+
+async def fetch_gateway(database, gateway_id: int) -> dict[str, Any] | None:
+    row = await database.fetch_one(
+        sa.select(gateways, messages_count).where(gateways.c.id == gateway_id)
+    )
+    return dict(row._mapping) if row is not None else None
+
+
+async def get_or_404(request: Request) -> dict[str, Any]:
+    gateway = await fetch_gateway(request.app.state.database, path_id(request))
+    if gateway is None:
+        raise ApiError(404, "SMS gateway not found.")
+    return gateway
+
+
+def default_port(values: Mapping[str, Any]) -> int:
+    return 443 if values.get("use_ssl") else 80
+
+
+async def list_gateways(request: Request) -> JSONResponse:
+    query = sa.select(gateways, messages_count).order_by(gateways.c.id)
+    search = request.query_params.get("search", "").strip()
+    if search:
+        query = query.where(
+            sa.or_(
+                gateways.c.name.icontains(search, autoescape=True),
+                gateways.c.server_host.icontains(search, autoescape=True),
+                gateways.c.provider_type.icontains(search, autoescape=True),
+            )
+        )
+    rows = await request.app.state.database.fetch_all(query)
+    return ok("SMS gateways fetched successfully.", [public(row._mapping) for row in rows])
+
+
+async def insert_gateway(database, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Store a gateway from validated ``values``, filling in the defaults; return it."""
+    values = {**DEFAULTS, **values}
+    values.setdefault("server_port", default_port(values))
+    values.setdefault("callback_token", callback_tokens.generate())
+    stamp = clock.now_iso()
+    gateway_id = await database.fetch_val(
+        gateways.insert().values(**values, created_at=stamp, updated_at=stamp).returning(gateways.c.id)
+    )
+    return await fetch_gateway(database, gateway_id)
+
+
+async def create_gateway(request: Request) -> JSONResponse:
+    state = request.app.state
+    body = await read_body(request, state.settings.max_body_bytes)
+    values = validate(body.data, SCHEMA, from_form=body.from_form, ignored=READ_ONLY)
+    gateway = await insert_gateway(state.database, values)
+    return ok("SMS gateway created successfully.", public(gateway), status=201)
+
+
+async def show_gateway(request: Request) -> JSONResponse:
+    return ok("SMS gateway fetched successfully.", public(await get_or_404(request)))
+
+
+async def update_gateway(request: Request) -> JSONResponse:
+    """PATCH and PUT both update the fields given and leave the others alone.
+
+    A ``callback_token`` given here replaces the current one at once, with no
+    grace period: that is what ``/callback-token/rotate`` is for.
+    """
+    state = request.app.state
+    gateway_id = path_id(request)
+    body = await read_body(request, state.settings.max_body_bytes)
+    values = validate(body.data, SCHEMA, partial=True, from_form=body.from_form, ignored=READ_ONLY)
+    if values:
+        updated = await state.database.fetch_val(
+            gateways.update().where(gateways.c.id == gateway_id)
+            .values(**values, updated_at=clock.now_iso()).returning(gateways.c.id)
+        )
+        if updated is None:
+            raise ApiError(404, "SMS gateway not found.")
+    return ok("SMS gateway updated successfully.", public(await get_or_404(request)))
+
+
+async def delete_gateway(request: Request) -> JSONResponse:
+    """Delete a gateway that has sent nothing; one with messages is kept (409).
+
+    Its messages are its delivery history, and receipts may still arrive for
+    them: deactivate it instead (``PATCH {"is_active": false}``). The check
+    and the delete are one statement, so a send racing the delete cannot
+    leave messages pointing at nothing.
+    """
+    database = request.app.state.database
+    gateway_id = path_id(request)
+    has_messages = sa.exists().where(messages.c.sms_gateway_id == gateway_id)
+    deleted = await database.fetch_val(
+        gateways.delete().where(gateways.c.id == gateway_id, ~has_messages).returning(gateways.c.id)
+    )
+    if deleted is not None:
+        return ok("SMS gateway deleted successfully.", {"id": deleted})
+    gateway = await get_or_404(request)
+    raise ApiError(
+        409,
+        "This SMS gateway has messages and cannot be deleted; deactivate it instead.",
+        {"messages_count": [f"The gateway has {gateway['messages_count']} messages."]},
+    )
+
+
+async def rotate_callback_token(request: Request) -> JSONResponse:
+    """A new token now; the old one keeps working for the grace period.
+
+    Body (optional): ``{"grace_seconds": N}``, default ``SMSGW_CALLBACK_TOKEN_GRACE``
+    (24 h). Gateways can be moved to the new token while receipts already on
+    their way with the old one still arrive. ``grace_seconds: 0`` revokes the
+    old token at once (a leaked token).
+    """
+    state = request.app.state
+    gateway_id = path_id(request)
+    body = await read_body(request, state.settings.max_body_bytes, empty_ok=True)
+    values = validate(
+        body.data,
+        {"grace_seconds": Field("integer", min_value=0, max_value=30 * 24 * 3600)},
+        from_form=body.from_form,
+    )
+    grace = values.get("grace_seconds", state.settings.callback_token_grace)
+    stamp = clock.now_iso()
+    updated = await state.database.fetch_val(
+        gateways.update().where(gateways.c.id == gateway_id)
+        .values(
+            previous_callback_token=gateways.c.callback_token if grace > 0 else None,
+            previous_callback_token_expires_at=clock.iso_after(grace) if grace > 0 else None,
+            callback_token=callback_tokens.generate(),
+            updated_at=stamp,
+        )
+        .returning(gateways.c.id)
+    )
+    if updated is None:
+        raise ApiError(404, "SMS gateway not found.")
+    return ok("Callback token rotated successfully.", public(await get_or_404(request)))

@@ -1,0 +1,1 @@
+"""Versioned schema migrations (alembic), applied by ``smsgw migrate``."""

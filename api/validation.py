@@ -1,0 +1,124 @@
+"""Checking request fields: pure functions from a parsed body to clean values or errors.
+
+Errors take the contract's shape, ``{"field": ["message", ...]}``. A form body
+carries only strings, so with ``from_form`` numbers and booleans are read from
+their text; a JSON body must carry the right JSON types.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+Errors = dict[str, list[str]]
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+# Control characters have no place in any text field we store or forward.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class ValidationFailed(Exception):
+    def __init__(self, errors: Errors, message: str = "The given data was invalid."):
+        super().__init__(message)
+        self.errors = errors
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str  # "string", "text", "integer", "boolean", "object"
+    required: bool = False
+    nullable: bool = False
+    max_length: int | None = None
+    min_value: int | None = None
+    max_value: int | None = None
+    choices: tuple[str, ...] = ()
+    pattern: re.Pattern[str] | None = None
+    pattern_message: str = ""
+    check: Callable[[Any], str | None] | None = None
+
+
+def validate(
+    data: dict[str, Any],
+    schema: dict[str, Field],
+    *,
+    partial: bool = False,
+    from_form: bool = False,
+    ignored: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """Clean values for the fields present in ``data``; raise ValidationFailed listing every problem.
+
+    ``partial`` (PATCH) makes no field required. Fields in ``ignored`` (read-only
+    ones a client may echo back from a GET) are dropped; any other unknown field
+    is an error, so a misspelt field is never silently ignored.
+    """
+    errors: Errors = {}
+    clean: dict[str, Any] = {}
+    for name in data:
+        if name not in schema and name not in ignored:
+            errors.setdefault(name, []).append(f"The {name} field is not a known field.")
+    for name, spec in schema.items():
+        if name not in data or _blank(data[name], spec):
+            if spec.required and not partial:
+                errors.setdefault(name, []).append(f"The {name} field is required.")
+            elif name in data:
+                if spec.nullable:
+                    clean[name] = None
+                elif spec.required:
+                    errors.setdefault(name, []).append(f"The {name} field is required.")
+            continue
+        value, problem = _coerce(name, data[name], spec, from_form)
+        if problem is None and spec.check is not None:
+            problem = spec.check(value)
+        if problem is not None:
+            errors.setdefault(name, []).append(problem)
+        else:
+            clean[name] = value
+    if errors:
+        raise ValidationFailed(errors)
+    return clean
+
+
+def _blank(value: Any, spec: Field) -> bool:
+    if value is None:
+        return True
+    return spec.kind in ("string", "text") and isinstance(value, str) and value.strip() == ""
+
+
+def _coerce(name: str, value: Any, spec: Field, from_form: bool) -> tuple[Any, str | None]:
+    if spec.kind in ("string", "text"):
+        if not isinstance(value, str):
+            return None, f"The {name} must be a string."
+        value = value.strip()
+        if CONTROL.search(value) or (spec.kind == "string" and ("\n" in value or "\r" in value)):
+            return None, f"The {name} must not contain control characters."
+        if spec.max_length is not None and len(value) > spec.max_length:
+            return None, f"The {name} may not be greater than {spec.max_length} characters."
+        if spec.choices and value not in spec.choices:
+            return None, f"The {name} must be one of: {', '.join(spec.choices)}."
+        if spec.pattern is not None and not spec.pattern.fullmatch(value):
+            return None, spec.pattern_message or f"The {name} format is invalid."
+        return value, None
+    if spec.kind == "integer":
+        if from_form and isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value.strip()):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None, f"The {name} must be an integer."
+        if spec.min_value is not None and value < spec.min_value:
+            return None, f"The {name} must be at least {spec.min_value}."
+        if spec.max_value is not None and value > spec.max_value:
+            return None, f"The {name} may not be greater than {spec.max_value}."
+        return value, None
+    if spec.kind == "boolean":
+        if from_form and isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+            return value.strip().lower() in TRUE_WORDS, None
+        if not isinstance(value, bool):
+            return None, f"The {name} field must be true or false."
+        return value, None
+    if spec.kind == "object":
+        if not isinstance(value, dict):
+            return None, f"The {name} must be a JSON object."
+        return value, None
+    raise AssertionError(f"unknown field kind {spec.kind!r}")

@@ -1,0 +1,1 @@
+"""A Jasmin stand-in for demos, tests and benchmarks: ``smsgw simulator``."""
