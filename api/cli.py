@@ -96,17 +96,21 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         database = db.make_database(settings.database_url)
         await database.connect()
         try:
-            found = await database.fetch_val(
-                sa.select(gateways.gateways.c.id).where(gateways.gateways.c.name == DEMO_GATEWAY))
+            table = gateways.gateways
+            values = {
+                "provider_type": "jasmin", "api_path": "secure/send",
+                "server_host": settings.simulator_host, "server_port": settings.simulator_port,
+                "username": settings.simulator_username, "password": settings.simulator_password,
+            }
+            found = await database.fetch_val(sa.select(table.c.id).where(table.c.name == DEMO_GATEWAY))
             if found is None:
                 gateway = await gateways.insert_gateway(database, {
-                    "name": DEMO_GATEWAY, "provider_type": "jasmin",
-                    "server_host": settings.simulator_host, "server_port": settings.simulator_port,
-                    "api_path": "secure/send", "username": settings.simulator_username,
-                    "password": settings.simulator_password, "default_sender_id": "smsgw",
+                    "name": DEMO_GATEWAY, "default_sender_id": "smsgw", **values,
                     "notes": "Created by `smsgw demo` for the README walk-through.",
                 })
                 found = gateway["id"]
+            else:  # follow the simulator if its address or credentials changed
+                await database.execute(table.update().where(table.c.id == found).values(**values))
             print(found)
             return 0
         finally:

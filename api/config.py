@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from api.db import dialect_of
+
 DEFAULT_DATABASE_URL = "sqlite:///var/smsgw.db"
 
 
@@ -39,8 +41,13 @@ class Settings:
         public = env.get("SMSGW_PUBLIC_URL") or f"http://{host}:{port}"
         if not public.startswith(("http://", "https://")):
             raise ConfigError("SMSGW_PUBLIC_URL must start with http:// or https://")
+        database_url = env.get("SMSGW_DATABASE_URL") or DEFAULT_DATABASE_URL
+        try:
+            dialect_of(database_url)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
-            database_url=env.get("SMSGW_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=database_url,
             api_host=host,
             api_port=port,
             public_url=public.rstrip("/"),

@@ -104,6 +104,11 @@ async def get_or_404(request: Request) -> dict[str, Any]:
     return gateway
 
 
+def like_escape(text: str) -> str:
+    """``text`` matched literally by LIKE: its own %, _ and escape character escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def default_port(values: Mapping[str, Any]) -> int:
     return 443 if values.get("use_ssl") else 80
 
@@ -112,13 +117,13 @@ async def list_gateways(request: Request) -> JSONResponse:
     query = sa.select(gateways, messages_count).order_by(gateways.c.id)
     search = request.query_params.get("search", "").strip()
     if search:
-        query = query.where(
-            sa.or_(
-                gateways.c.name.icontains(search, autoescape=True),
-                gateways.c.server_host.icontains(search, autoescape=True),
-                gateways.c.provider_type.icontains(search, autoescape=True),
-            )
-        )
+        # The pattern is built here, not by SQLAlchemy's icontains(): `databases`
+        # %-formats the compiled SQL on SQLite, which breaks on a literal '%'.
+        pattern = "%" + like_escape(search.lower()) + "%"
+        query = query.where(sa.or_(*(
+            sa.func.lower(column).like(pattern, escape="\\")
+            for column in (gateways.c.name, gateways.c.server_host, gateways.c.provider_type)
+        )))
     rows = await request.app.state.database.fetch_all(query)
     return ok("SMS gateways fetched successfully.", [public(row._mapping) for row in rows])
 

@@ -1,0 +1,81 @@
+"""Fixtures: one API process for the session, a real API key, a stub gateway per test."""
+
+from __future__ import annotations
+
+import itertools
+
+import httpx
+import pytest
+
+from tests.servers import Api, StubGateway, run_smsgw, start_api
+
+PUBLIC_URL = "https://sms.example.test"
+ADMIN_KEY = "test-admin-key-" + "x" * 32
+
+
+@pytest.fixture(scope="session")
+def api(tmp_path_factory) -> Api:
+    server = start_api(
+        tmp_path_factory.mktemp("api"), SMSGW_PUBLIC_URL=PUBLIC_URL, SMSGW_ADMIN_KEY=ADMIN_KEY
+    )
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="session")
+def api_key(api) -> str:
+    """A key made the way a user makes one: ``smsgw apikey create``."""
+    out = run_smsgw(api.env, "apikey", "create", "--name", "tests").stdout
+    return out.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def client(api, api_key):
+    with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+def anonymous(api):
+    with httpx.Client(base_url=api.url, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+def stub():
+    gateway = StubGateway().start()
+    yield gateway
+    gateway.stop()
+
+
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def make_gateway(client):
+    """Create a gateway over the API; fields default to a Jasmin REST gateway."""
+
+    def make(**fields) -> dict:
+        body = {
+            "name": f"gateway {next(_names)}",
+            "provider_type": "jasmin",
+            "server_host": "127.0.0.1",
+            "server_port": 9,
+            "api_path": "secure/send",
+            "username": "jasmin-user",
+            "password": "jasmin-secret-pw",
+            "default_sender_id": "ACME",
+            **fields,
+        }
+        response = client.post("/api/sms-gateways", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()["data"]
+
+    return make
+
+
+@pytest.fixture
+def stub_gateway(make_gateway, stub):
+    """A gateway record pointing at the stub gateway, which answers like Jasmin's REST API."""
+    stub.answer(200, {"data": 'Success "stub-id-1'})
+    return make_gateway(server_port=stub.port)

@@ -1,0 +1,197 @@
+"""Real processes and servers for the tests: the API under uvicorn, and a stub gateway.
+
+Everything here listens on a free loopback port and is waited on by condition
+(a health check answering, a request arriving), never by a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+SMSGW = [sys.executable, "-m", "api.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def run_smsgw(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SMSGW, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=check, timeout=60,
+    )
+
+
+@dataclass
+class Process:
+    """A child process whose output goes to a log file the tests can read."""
+
+    popen: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def start(env: dict[str, str], args: list[str], log_path: Path) -> Process:
+    handle = open(log_path, "ab")
+    popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+    handle.close()
+    return Process(popen, log_path)
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class Api:
+    url: str
+    env: dict[str, str]
+    process: Process
+
+    @property
+    def log(self) -> str:
+        return self.process.log()
+
+
+def start_api(workdir: Path, **overrides: str) -> Api:
+    """Migrate a fresh SQLite database in ``workdir`` and serve the API on a free port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SMSGW_DATABASE_URL": f"sqlite:///{workdir / 'smsgw.db'}",
+        "SMSGW_API_HOST": "127.0.0.1",
+        "SMSGW_API_PORT": str(port),
+        "SMSGW_GATEWAY_TIMEOUT": "1",
+        **overrides,
+    }
+    run_smsgw(env, "migrate")
+    process = start(env, [*SMSGW, "api"], workdir / "api.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: healthy(url + "/healthz") or process.popen.poll() is not None,
+                   what="the API to answer /healthz")
+    except TimeoutError:
+        process.stop()
+        raise
+    if process.popen.poll() is not None:
+        raise RuntimeError("the API exited at start:\n" + process.log())
+    return Api(url, env, process)
+
+
+# --- the stub gateway ---------------------------------------------------------
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    hold: threading.Event | None = None  # answer only once this is set
+    hang_up: bool = False                # close the connection without answering
+
+
+@dataclass
+class StubGateway:
+    """A real HTTP server that records every request and answers with ``reply``."""
+
+    reply: Reply = field(default_factory=Reply)
+    received: list[Received] = field(default_factory=list)
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> "StubGateway":
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_any(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                stub.received.append(Received(self.command, self.path, dict(self.headers), body))
+                stub.arrived.set()
+                reply = stub.reply
+                if reply.hold is not None:
+                    reply.hold.wait(timeout=30)
+                if reply.hang_up:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            do_GET = do_POST = do_PUT = do_any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.reply.hold is not None:
+            self.reply.hold.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def answer(self, status: int = 200, body: bytes | str | dict = b"", content_type: str = "application/json", **kw) -> None:
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        self.reply = Reply(status=status, body=body, content_type=content_type, **kw)

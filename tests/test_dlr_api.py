@@ -1,0 +1,139 @@
+"""Delivery receipts over HTTP, on both routes, as JSON and as Jasmin's forms."""
+
+from __future__ import annotations
+
+import pytest
+
+ROUTES = ["/api/sms-gateways/{id}/dlr", "/webhooks/jasmin/{id}/dlr"]
+
+
+@pytest.fixture
+def submitted(client, stub_gateway, stub):
+    """A message submitted through the stub gateway, with a unique external id."""
+    counter = iter(range(10**6))
+
+    def make() -> dict:
+        external = f"ext-{stub_gateway['id']}-{next(counter)}"
+        stub.answer(200, {"data": f'Success "{external}'})
+        message = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
+                              json={"to_number": "+15551234567", "message": "hi"}).json()["data"]
+        assert message["external_message_id"] == external
+        return message
+
+    return make
+
+
+def message_now(client, message):
+    return client.get(f"/api/sms-messages/{message['id']}").json()["data"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_jasmin_form_receipt_sets_the_lowercased_status(client, anonymous, submitted, route):
+    message = submitted()
+    response = anonymous.post(route.format(id=message["sms_gateway_id"]), data={
+        "id": message["external_message_id"], "message_status": "DELIVRD", "level": "2",
+        "connector": "smsc1", "err": "000", "text": "hi"})
+    assert response.status_code == 200
+    assert response.json() == {"message": "DLR received"}
+    now = message_now(client, message)
+    assert now["delivery_status"] == "delivrd"
+    assert now["delivered_at"].endswith("Z") and now["delivered_at"] >= message["submitted_at"]
+    # the whole conversation is kept: the send reply and the receipt's fields
+    assert now["remote_response"] == {**message["remote_response"], "id": message["external_message_id"],
+                                      "message_status": "DELIVRD", "level": "2", "connector": "smsc1",
+                                      "err": "000", "text": "hi"}
+
+
+def test_json_receipt_with_message_id_and_status(client, anonymous, submitted):
+    message = submitted()
+    anonymous.post(f"/api/sms-gateways/{message['sms_gateway_id']}/dlr",
+                   json={"message_id": message["external_message_id"], "status": "UNDELIV", "err": 12})
+    now = message_now(client, message)
+    assert now["delivery_status"] == "undeliv"
+    assert now["remote_response"]["err"] == 12
+
+
+def test_without_a_status_the_receipt_means_delivered(client, anonymous, submitted):
+    message = submitted()
+    anonymous.post(f"/api/sms-gateways/{message['sms_gateway_id']}/dlr",
+                   json={"messageId": message["external_message_id"]})
+    assert message_now(client, message)["delivery_status"] == "delivered"
+
+
+def test_message_id_wins_over_id_and_status_over_message_status(client, anonymous, submitted):
+    first, second = submitted(), submitted()
+    anonymous.post(f"/api/sms-gateways/{first['sms_gateway_id']}/dlr", json={
+        "message_id": first["external_message_id"], "id": second["external_message_id"],
+        "status": "Failed", "message_status": "DELIVRD"})
+    assert message_now(client, first)["delivery_status"] == "failed"
+    assert message_now(client, second)["delivery_status"] == "submitted"
+
+
+def test_a_receipt_for_another_gateways_message_changes_nothing(client, anonymous, submitted, make_gateway):
+    message = submitted()
+    other = make_gateway()
+    response = anonymous.post(f"/api/sms-gateways/{other['id']}/dlr",
+                              json={"message_id": message["external_message_id"], "status": "UNDELIV"})
+    assert response.json() == {"message": "DLR received"}
+    assert message_now(client, message)["delivery_status"] == "submitted"
+
+
+@pytest.mark.parametrize("body", [
+    {"message_id": "no-such-id", "status": "DELIVRD"},
+    {"status": "DELIVRD"},
+    {},
+])
+def test_unmatched_or_idless_receipts_are_200_and_change_nothing(client, anonymous, submitted, body):
+    message = submitted()
+    response = anonymous.post(f"/api/sms-gateways/{message['sms_gateway_id']}/dlr", json=body)
+    assert response.status_code == 200 and response.json() == {"message": "DLR received"}
+    assert message_now(client, message) == message
+
+
+def test_a_receipt_for_an_unknown_gateway_is_200(anonymous):
+    for route in ROUTES:
+        response = anonymous.post(route.format(id=424242), data={"id": "x", "message_status": "DELIVRD"})
+        assert (response.status_code, response.json()) == (200, {"message": "DLR received"})
+
+
+def test_an_empty_receipt_is_200(anonymous):
+    assert anonymous.post("/webhooks/jasmin/1/dlr").json() == {"message": "DLR received"}
+
+
+def test_the_token_in_the_body_is_not_stored(client, anonymous, submitted, stub_gateway):
+    message = submitted()
+    anonymous.post(f"/api/sms-gateways/{message['sms_gateway_id']}/dlr?token={stub_gateway['callback_token']}",
+                   data={"id": message["external_message_id"], "token": stub_gateway["callback_token"]})
+    assert "token" not in message_now(client, message)["remote_response"]
+
+
+def test_later_receipts_merge_into_the_conversation(client, anonymous, submitted):
+    message = submitted()
+    url = f"/webhooks/jasmin/{message['sms_gateway_id']}/dlr"
+    anonymous.post(url, data={"id": message["external_message_id"], "message_status": "ESME_ROK", "level": "1"})
+    anonymous.post(url, data={"id": message["external_message_id"], "message_status": "DELIVRD", "level": "2",
+                              "donedate": "2611262105"})
+    now = message_now(client, message)
+    assert now["remote_response"]["level"] == "2"
+    assert now["remote_response"]["donedate"] == "2611262105"
+    assert now["remote_response"]["data"] == message["remote_response"]["data"]
+
+
+@pytest.mark.parametrize("content, content_type, status", [
+    (b'{"message_id": ', "application/json", 400),
+    (b'"just a string"', "application/json", 400),
+    (b"id=1&status=x", "text/csv", 415),
+])
+def test_unreadable_receipts_are_4xx_and_change_nothing(client, anonymous, submitted, content, content_type, status):
+    message = submitted()
+    response = anonymous.post(f"/api/sms-gateways/{message['sms_gateway_id']}/dlr", content=content,
+                              headers={"Content-Type": content_type})
+    assert response.status_code == status
+    assert response.json()["message"] and isinstance(response.json()["errors"], dict)
+    assert message_now(client, message) == message
+
+
+def test_the_dlr_route_needs_no_api_key_but_other_routes_do(anonymous):
+    assert anonymous.post("/api/sms-gateways/1/dlr", json={}).status_code == 200
+    assert anonymous.get("/api/sms-gateways/1").status_code == 401
+    assert anonymous.get("/api/sms-gateways/1/dlr").status_code == 405

@@ -1,0 +1,43 @@
+"""The migrations build exactly the schema ``api/tables.py`` describes, and run twice harmlessly."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from api.tables import metadata
+from tests.servers import run_smsgw
+
+
+def test_migrations_match_the_tables(tmp_path):
+    url = f"sqlite:///{tmp_path / 'schema.db'}"
+    run_smsgw({"SMSGW_DATABASE_URL": url, "PATH": "/usr/bin:/bin"}, "migrate")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_migrate_is_idempotent_and_turns_on_wal(tmp_path):
+    path = tmp_path / "nested" / "dir" / "smsgw.db"
+    env = {"SMSGW_DATABASE_URL": f"sqlite:///{path}", "PATH": "/usr/bin:/bin"}
+    first = run_smsgw(env, "migrate")
+    second = run_smsgw(env, "migrate")
+    assert "up to date" in first.stdout and "up to date" in second.stdout
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+
+
+def test_a_bad_setting_stops_the_command_with_its_name(tmp_path):
+    result = run_smsgw({"SMSGW_DATABASE_URL": "mysql://x/y", "PATH": "/usr/bin:/bin"}, "migrate", check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("smsgw: SMSGW_DATABASE_URL must start with sqlite:/// or postgresql://")
+    result = run_smsgw({"SMSGW_API_PORT": "eighty", "PATH": "/usr/bin:/bin"}, "api", check=False)
+    assert result.returncode == 2 and "SMSGW_API_PORT" in result.stderr

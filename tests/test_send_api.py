@@ -1,0 +1,250 @@
+"""Sending over HTTP to a real stub gateway: what it receives, and every way it can fail."""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+import pytest
+
+from tests.servers import free_port
+
+
+def send(client, gateway, **body):
+    return client.post(f"/api/sms-gateways/{gateway['id']}/send", json={"to_number": "+15551234567",
+                                                                        "message": "hello", **body})
+
+
+def test_a_send_reaches_the_gateway_in_jasmin_rest_format(client, stub_gateway, stub):
+    response = send(client, stub_gateway, from_sender="ACME2", message="Your code is 1234")
+    assert response.status_code == 201
+    assert response.json()["message"] == "SMS submitted successfully."
+    [request] = stub.received
+    assert (request.method, request.path) == ("POST", "/secure/send")
+    assert request.headers["Authorization"] == "Basic " + base64.b64encode(
+        b"jasmin-user:jasmin-secret-pw").decode()
+    body = request.json()
+    assert body["to"] == "+15551234567" and body["from"] == "ACME2"
+    assert body["content"] == "Your code is 1234"
+    assert body["dlr"] == "yes" and body["dlr-level"] == 3 and body["dlr-method"] == "POST"
+    assert body["dlr-url"].endswith(f"/webhooks/jasmin/{stub_gateway['id']}/dlr?token={stub_gateway['callback_token']}")
+
+
+def test_success_records_submitted_with_the_gateway_id(client, stub_gateway):
+    message = send(client, stub_gateway).json()["data"]
+    assert message["delivery_status"] == "submitted"
+    assert message["external_message_id"] == "stub-id-1"
+    assert message["remote_response"] == {"data": 'Success "stub-id-1'}
+    assert message["submitted_at"].endswith("Z")
+    assert message["created_at"] <= message["submitted_at"]
+    assert message["failure_reason"] is None and message["delivered_at"] is None
+    assert client.get(f"/api/sms-messages/{message['id']}").json()["data"] == message
+
+
+def test_the_message_is_stored_queued_before_the_gateway_is_contacted(client, stub_gateway, stub):
+    release = threading.Event()
+    stub.answer(200, {"data": 'Success "held-1'}, hold=release)
+    result = {}
+    sender = threading.Thread(target=lambda: result.update(response=send(client.__class__(
+        base_url=client.base_url, headers=client.headers, timeout=10), stub_gateway)))
+    sender.start()
+    try:
+        assert stub.arrived.wait(5), "the gateway was never called"
+        listing = client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages").json()["data"]
+        assert [m["delivery_status"] for m in listing] == ["queued"]
+        assert listing[0]["submitted_at"] is None
+    finally:
+        release.set()
+        sender.join(10)
+    assert result["response"].status_code == 201
+
+
+def test_default_sender_is_the_gateways(client, stub_gateway, stub):
+    message = send(client, stub_gateway).json()["data"]
+    assert message["from_sender"] == "ACME"
+    assert stub.received[-1].json()["from"] == "ACME"
+
+
+def test_without_any_sender_the_send_is_422_and_nothing_is_sent(client, make_gateway, stub):
+    gateway = make_gateway(server_port=stub.port, default_sender_id=None)
+    response = send(client, gateway)
+    assert response.status_code == 422
+    assert list(response.json()["errors"]) == ["from_sender"]
+    assert stub.received == []
+    assert client.get(f"/api/sms-gateways/{gateway['id']}/messages").json()["data"] == []
+
+
+def test_explicit_callback_url_is_passed_as_dlr_url(client, stub_gateway, stub):
+    message = send(client, stub_gateway, callback_url="https://app.example.com/dlr?ref=42").json()["data"]
+    assert stub.received[-1].json()["dlr-url"] == "https://app.example.com/dlr?ref=42"
+    assert message["callback_url"] == "https://app.example.com/dlr?ref=42"
+
+
+def test_the_callback_token_is_not_shown_on_the_message(client, stub_gateway):
+    message = send(client, stub_gateway).json()["data"]
+    assert stub_gateway["callback_token"] not in str(message)
+    assert message["callback_url"].endswith("dlr?token=%5Bredacted%5D") or message["callback_url"].endswith(
+        "dlr?token=[redacted]")
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"message": "m"}, "to_number"),
+        ({"to_number": "", "message": "m"}, "to_number"),
+        ({"to_number": "1" * 31, "message": "m"}, "to_number"),
+        ({"to_number": "call me", "message": "m"}, "to_number"),
+        ({"to_number": 15551234567, "message": "m"}, "to_number"),
+        ({"to_number": "+1555"}, "message"),
+        ({"to_number": "+1555", "message": ""}, "message"),
+        ({"to_number": "+1555", "message": ["a"]}, "message"),
+        ({"to_number": "+1555", "message": "x" * 1601}, "message"),
+        ({"to_number": "+1555", "message": "m", "from_sender": "x" * 21}, "from_sender"),
+        ({"to_number": "+1555", "message": "m", "callback_url": "ftp://x"}, "callback_url"),
+        ({"to_number": "+1555", "message": "m", "callback_url": 5}, "callback_url"),
+        ({"to_number": "+1555", "message": "m", "priority": 1}, "priority"),
+    ],
+)
+def test_invalid_sends_are_422_and_store_and_send_nothing(client, stub_gateway, stub, body, field):
+    response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json=body)
+    assert response.status_code == 422
+    assert field in response.json()["errors"]
+    assert stub.received == []
+    assert client.get(f"/api/sms-gateways/{stub_gateway['id']}").json()["data"]["messages_count"] == 0
+
+
+def test_malformed_json_send_is_400(client, stub_gateway, stub):
+    response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", content=b'{"to_number": ',
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"body": ["The body is not valid JSON."]}
+    assert stub.received == []
+
+
+def test_a_form_send_works(client, stub_gateway, stub):
+    response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
+                           data={"to_number": "+15550003", "message": "form"})
+    assert response.status_code == 201
+    assert stub.received[-1].json()["content"] == "form"
+
+
+def test_unknown_gateway_is_404(client):
+    assert client.post("/api/sms-gateways/987654/send", json={"to_number": "1", "message": "m"}).status_code == 404
+
+
+def test_inactive_gateway_is_409_and_nothing_is_stored_or_sent(client, stub_gateway, stub):
+    client.patch(f"/api/sms-gateways/{stub_gateway['id']}", json={"is_active": False})
+    response = send(client, stub_gateway)
+    assert response.status_code == 409
+    assert "inactive" in response.json()["message"]
+    assert stub.received == []
+    assert client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages").json()["data"] == []
+
+
+def failed(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    message = response.json()["data"]
+    assert message["delivery_status"] == "failed"
+    assert message["failed_at"].endswith("Z") and message["submitted_at"] is None
+    assert message["external_message_id"] is None
+    return message
+
+
+def test_gateway_timeout_is_504_and_failed(client, stub_gateway, stub):
+    stub.answer(200, {"data": 'Success "late'}, hold=threading.Event())  # released at teardown
+    message = failed(send(client, stub_gateway), 504)
+    assert "did not answer within 1 s" in message["failure_reason"]
+
+
+def test_connection_refused_is_502_and_failed(client, make_gateway):
+    gateway = make_gateway(server_port=free_port())  # nothing listens there
+    message = failed(send(client, gateway), 502)
+    assert "could not connect" in message["failure_reason"]
+
+
+def test_gateway_hanging_up_is_502_and_failed(client, stub_gateway, stub):
+    stub.answer(hang_up=True)
+    message = failed(send(client, stub_gateway), 502)
+    assert message["failure_reason"]
+
+
+def test_gateway_500_is_502_with_its_error(client, stub_gateway, stub):
+    stub.answer(500, {"message": 'Error "Cannot send submit_sm, check SMPPClientManagerPB log file for details"'})
+    message = failed(send(client, stub_gateway), 502)
+    assert message["failure_reason"] == (
+        "gateway answered HTTP 500: Cannot send submit_sm, check SMPPClientManagerPB log file for details")
+    assert message["remote_response"] == {
+        "message": 'Error "Cannot send submit_sm, check SMPPClientManagerPB log file for details"'}
+
+
+def test_gateway_4xx_with_an_error_body_is_502_with_its_error(client, stub_gateway, stub):
+    stub.answer(412, {"message": 'Error "No route found"'})
+    message = failed(send(client, stub_gateway), 502)
+    assert message["failure_reason"] == "gateway answered HTTP 412: No route found"
+
+
+def test_gateway_error_without_json_keeps_the_raw_reply(client, stub_gateway, stub):
+    stub.answer(403, "<html>Forbidden</html>", content_type="text/html")
+    message = failed(send(client, stub_gateway), 502)
+    assert message["failure_reason"] == "gateway answered HTTP 403"
+    assert message["remote_response"] == {"http_status": 403, "body": "<html>Forbidden</html>"}
+
+
+@pytest.mark.parametrize("body", ["not json at all", '{"data": "Queued"}', "[1, 2, 3]"])
+def test_gateway_200_with_an_unparseable_body_is_502(client, stub_gateway, stub, body):
+    stub.answer(200, body)
+    message = failed(send(client, stub_gateway), 502)
+    assert message["failure_reason"].startswith("gateway reply could not be understood (HTTP 200)")
+    assert message["remote_response"]
+
+
+def test_failures_never_leave_a_message_queued(client, stub_gateway):
+    statuses = {m["delivery_status"] for m in
+                client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages").json()["data"]}
+    assert "queued" not in statuses
+
+
+def test_generic_http_gateway_reads_the_id_from_the_reply(client, make_gateway, stub):
+    gateway = make_gateway(server_port=stub.port, provider_type="http", api_path="/v1/messages")
+    for reply, expected in (({"message_id": "a1"}, "a1"), ({"id": 77}, "77"),
+                            ({"messageId": "c3"}, "c3"), ({"data": {"id": "d4"}}, "d4")):
+        stub.answer(202, reply)
+        message = send(client, gateway).json()["data"]
+        assert message["external_message_id"] == expected
+        assert message["remote_response"] == reply
+    assert stub.received[-1].path == "/v1/messages"
+    assert stub.received[-1].json()["to"] == "+15551234567"
+
+
+def test_messages_list_filters_and_paginates_newest_first(client, stub_gateway, stub):
+    ids = []
+    for n in range(5):
+        stub.answer(200, {"data": f'Success "page-{n}'})
+        ids.append(send(client, stub_gateway, to_number=f"+1555000{n % 2}").json()["data"]["id"])
+    stub.answer(500, "")
+    failed_id = send(client, stub_gateway).json()["data"]["id"]
+    base = f"/api/sms-gateways/{stub_gateway['id']}/messages"
+
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get(base, params=params).json()
+        seen += [m["id"] for m in page["data"]]
+        cursor = page["meta"]["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [failed_id, *reversed(ids)]
+
+    by_status = client.get(base, params={"delivery_status": "FAILED"}).json()["data"]
+    assert [m["id"] for m in by_status] == [failed_id]
+    by_number = client.get(base, params={"to_number": "+15550001"}).json()["data"]
+    assert [m["id"] for m in by_number] == [ids[3], ids[1]]
+
+
+@pytest.mark.parametrize("params, field", [({"limit": "0"}, "limit"), ({"limit": "abc"}, "limit"),
+                                           ({"limit": "1000"}, "limit"), ({"cursor": "%%%"}, "cursor"),
+                                           ({"cursor": "bm9wZQ"}, "cursor")])
+def test_bad_list_parameters_are_422(client, stub_gateway, params, field):
+    response = client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages", params=params)
+    assert response.status_code == 422
+    assert list(response.json()["errors"]) == [field]
