@@ -90,10 +90,10 @@ def path_id(request: Request, name: str = "id") -> int:
     return value
 
 
-async def fetch_gateway(database, gateway_id: int) -> dict[str, Any] | None:
-    row = await database.fetch_one(
-        sa.select(gateways, messages_count).where(gateways.c.id == gateway_id)
-    )
+async def fetch_gateway(database, gateway_id: int, *, count: bool = True) -> dict[str, Any] | None:
+    """The gateway's row; ``count=False`` skips counting its messages (sends, lookups)."""
+    columns = (gateways, messages_count) if count else (gateways,)
+    row = await database.fetch_one(sa.select(*columns).where(gateways.c.id == gateway_id))
     return dict(row._mapping) if row is not None else None
 
 

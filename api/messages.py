@@ -82,7 +82,7 @@ async def send_message(request: Request) -> JSONResponse:
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SEND_SCHEMA, from_form=body.from_form)
 
-    gateway = await fetch_gateway(database, gateway_id)
+    gateway = await fetch_gateway(database, gateway_id, count=False)
     if gateway is None:
         raise ApiError(404, "SMS gateway not found.")
     if not gateway["is_active"]:
@@ -182,7 +182,7 @@ async def list_gateway_messages(request: Request) -> JSONResponse:
     """
     database = request.app.state.database
     gateway_id = path_id(request)
-    if await fetch_gateway(database, gateway_id) is None:
+    if await fetch_gateway(database, gateway_id, count=False) is None:
         raise ApiError(404, "SMS gateway not found.")
     params = request.query_params
     filters = validate(
