@@ -1,19 +1,19 @@
 """Reading request bodies: size-limited, JSON or form, with clear 4xx answers.
 
 A body is read whole before it is parsed, and never past the size limit: a
-client gets 413 instead of holding memory. The parsed body is always a flat
+client gets 413 instead of holding memory. The parsed body is always a
 ``dict``; ``from_form`` tells validation the values are text.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from api import jsonsafe
 from api.responses import ApiError
 
 @dataclass(frozen=True)
@@ -22,16 +22,21 @@ class Body:
     from_form: bool
 
 
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, f"Request body too large: the limit is {limit} bytes.",
+                    {"body": [f"At most {limit} bytes are accepted."]})
+
+
 async def read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"Request body too large: the limit is {limit} bytes.")
+        raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"Request body too large: the limit is {limit} bytes.")
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -64,7 +69,7 @@ async def read_body(request: Request, limit: int, *, empty_ok: bool = False) -> 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        value = jsonsafe.loads(raw)
     except (ValueError, RecursionError):
         raise ApiError(400, "Malformed JSON in the request body.",
                        {"body": ["The body is not valid JSON."]}) from None
@@ -76,12 +81,11 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
 def parse_urlencoded(raw: bytes) -> dict[str, Any]:
     try:
-        text = raw.decode("utf-8")
+        # A repeated field keeps its last value, as most frameworks do.
+        return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict"))
     except UnicodeDecodeError:
         raise ApiError(400, "The form body is not valid UTF-8.",
                        {"body": ["The form must be UTF-8 encoded."]}) from None
-    # A repeated field keeps its last value, as most frameworks do.
-    return dict(parse_qsl(text, keep_blank_values=True))
 
 
 async def parse_multipart(request: Request, raw: bytes) -> dict[str, Any]:

@@ -57,17 +57,44 @@ def make_database(url: str) -> Database:
 
 
 def json_merged(dialect: str, column: sa.Column, payload: dict[str, Any]) -> sa.ColumnElement:
-    """SQL for ``column`` with ``payload``'s keys merged over it, in one statement.
+    """SQL for ``column`` with ``payload``'s top-level keys set over it, in one statement.
 
     Merging in SQL (instead of read, merge in Python, write) means two receipts
-    for one message at once cannot lose each other's fields.
+    for one message at once cannot lose each other's fields. The merge is
+    shallow on both databases, as PostgreSQL's ``||`` is: a key in the payload
+    replaces the stored key whole. SQLite's ``json_patch`` would merge nested
+    objects, so the payload's keys are first removed (patched to null), then set.
+    ``payload`` holds no nulls (``jsonsafe.scrub``).
     """
     text = json.dumps(payload, separators=(",", ":"))
     if dialect == "postgresql":
         return sa.func.coalesce(column, sa.cast("{}", JSONB)).op("||")(sa.cast(text, JSONB))
-    # RFC 7396 merge patch; a JSON null in the payload would delete the key, so
-    # payloads are made null-free before they get here (see api.dlr).
-    return sa.func.json_patch(sa.func.coalesce(column, "{}"), text)
+    removed = json.dumps(dict.fromkeys(payload), separators=(",", ":"))
+    return sa.func.json_patch(sa.func.json_patch(sa.func.coalesce(column, "{}"), removed), text)
+
+
+# 64-bit ids (the API accepts ids up to 2**63 - 1). On SQLite the rowid alias
+# must be spelt INTEGER, which is 64-bit there already.
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+MAX_ID = 2**63 - 1
+
+
+class JsonDocument(sa.types.TypeDecorator):
+    """A JSON object column: JSON text on SQLite, JSONB on PostgreSQL.
+
+    Read back as Python values on both: through ``databases``, asyncpg hands
+    JSONB over as text (no codec is set on its connections), so text is parsed here.
+    """
+
+    impl = sa.JSON(none_as_null=True)  # Python None is SQL NULL, not the JSON text 'null'
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        kind = JSONB if dialect.name == "postgresql" else sa.JSON
+        return dialect.type_descriptor(kind(none_as_null=True))
+
+    def process_result_value(self, value, dialect):
+        return json.loads(value) if isinstance(value, str) else value
 
 
 def is_unique_violation(exc: BaseException) -> bool:

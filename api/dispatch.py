@@ -9,12 +9,16 @@ message must never be left ``queued`` by a gateway fault.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import httpx
+
+from api import jsonsafe
+
+log = logging.getLogger("smsgw.dispatch")
 
 MAX_REPLY_BYTES = 64 * 1024
 JASMIN_SUCCESS = re.compile(r'Success "([^"]+)')
@@ -60,7 +64,7 @@ class WireFormat:
 def gateway_url(gateway: Mapping[str, Any]) -> str:
     scheme = "https" if gateway["use_ssl"] else "http"
     host = gateway["server_host"]
-    if ":" in host and not host.startswith("["):  # an IPv6 literal
+    if ":" in host and not host.startswith("["):  # an IPv6 literal needs its brackets
         host = f"[{host}]"
     return f"{scheme}://{host}:{gateway['server_port']}/{gateway['api_path'].lstrip('/')}"
 
@@ -161,17 +165,18 @@ FORMATS: dict[str, WireFormat] = {
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
+    """The reply as a storable JSON object, or None when it is not one."""
     try:
-        value = json.loads(body)
+        value = jsonsafe.loads(body)
     except (ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None
+    return jsonsafe.scrub(value) if isinstance(value, dict) else None
 
 
 def _as_remote_response(status: int, body: bytes, parsed: dict[str, Any] | None) -> dict[str, Any]:
     if parsed is not None:
         return parsed
-    return {"http_status": status, "body": body[:2000].decode("utf-8", "replace")}
+    return {"http_status": status, "body": jsonsafe.scrub(body[:2000].decode("utf-8", "replace"))}
 
 
 def _gateway_error(status: int, body: bytes, parsed: dict[str, Any] | None, detail: str | None) -> Outcome:
@@ -200,8 +205,8 @@ async def send(
 ) -> Outcome:
     """Send ``sub`` through ``gateway``; the whole exchange is bounded by ``timeout``."""
     wire = FORMATS[gateway["provider_type"]]
-    req = wire.build(gateway, sub)
     try:
+        req = wire.build(gateway, sub)
         async with asyncio.timeout(timeout):
             status, body = await _exchange(client, req, timeout)
     except (TimeoutError, httpx.TimeoutException):
@@ -211,6 +216,9 @@ async def send(
         return Outcome(ok=False, failure_reason=f"could not connect to the gateway: {_describe(exc)}")
     except httpx.HTTPError as exc:
         return Outcome(ok=False, failure_reason=f"gateway connection failed: {_describe(exc)}")
+    except Exception as exc:  # e.g. httpx.InvalidURL: the message must still end failed
+        log.error("sending through gateway %s failed unexpectedly: %s", gateway.get("id"), type(exc).__name__)
+        return Outcome(ok=False, failure_reason=f"the gateway could not be called ({type(exc).__name__})")
     return wire.read(status, body)
 
 

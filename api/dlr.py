@@ -15,16 +15,16 @@ from typing import Any, Mapping
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import clock, db
+from api import clock, db, jsonsafe
 from api.bodies import read_body
-from api.gateways import MAX_ID
 from api.tables import messages
 
 ID_FIELDS = ("message_id", "id", "messageId")
 STATUS_FIELDS = ("status", "message_status")
 DEFAULT_STATUS = "delivered"
-# Never merged into the stored conversation: the gateway's secret.
-SECRET_FIELDS = frozenset({"token"})
+# Never merged into the stored conversation: the gateway's secret, under any
+# name a gateway might give it (compared without case).
+SECRET_FIELDS = frozenset({"token", "callback_token", "x-callback-token"})
 RECEIVED = {"message": "DLR received"}
 
 
@@ -47,17 +47,18 @@ def parse_receipt(fields: Mapping[str, Any]) -> Receipt:
     """The contract's rules: id from ``message_id``, else ``id``, else ``messageId``;
     status from ``status``, else ``message_status``, else ``delivered``; lowercased."""
     external_id = next((t for t in (_text(fields.get(k)) for k in ID_FIELDS) if t), None)
+    if external_id is not None:
+        external_id = jsonsafe.scrub(external_id)
     status = next((t for t in (_text(fields.get(k)) for k in STATUS_FIELDS) if t), DEFAULT_STATUS)
-    payload = {
-        key: value for key, value in fields.items()
-        if value is not None and key not in SECRET_FIELDS
-    }
-    return Receipt(external_id=external_id, status=status.lower()[:32], payload=payload)
+    payload = jsonsafe.scrub({
+        key: value for key, value in fields.items() if key.lower() not in SECRET_FIELDS
+    })
+    return Receipt(external_id=external_id, status=jsonsafe.scrub(status.lower()[:32]), payload=payload)
 
 
 async def apply_receipt(database, dialect: str, gateway_id: int, receipt: Receipt) -> bool:
     """One UPDATE: status, time and the merged payload together; True when a message matched."""
-    if receipt.external_id is None or gateway_id > MAX_ID:
+    if receipt.external_id is None or gateway_id > db.MAX_ID:
         return False
     stamp = clock.now_iso()
     matched = await database.fetch_all(

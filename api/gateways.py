@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Mapping
 
@@ -9,31 +10,48 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import callback_tokens, clock
+from api import callback_tokens, clock, db
 from api.bodies import read_body
 from api.dispatch import FORMATS
 from api.responses import ApiError, ok
 from api.tables import gateways, messages
 from api.validation import Field, validate
 
-MAX_ID = 2**63 - 1
-HOSTNAME = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$|^\[?[0-9A-Fa-f:.]+\]?$")
+LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 API_PATH = re.compile(r"^/?[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 SENDER = re.compile(r"^[A-Za-z0-9 +._-]+$")
+
+def check_host(value: str) -> str | None:
+    """A DNS name or an IP address (IPv6 with or without brackets); None when valid."""
+    problem = "The server_host must be a host name or an IP address, without scheme, port or path."
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        ipaddress.ip_address(bare)
+        return None
+    except ValueError:
+        if bare != value:
+            return problem
+    labels = value.rstrip(".").split(".")
+    if len(value) > 253 or not all(LABEL.match(label) for label in labels):
+        return problem
+    if all(label.isdigit() for label in labels):  # 999.999.999.999 is no address
+        return problem
+    return None
+
 
 SCHEMA: dict[str, Field] = {
     "name": Field("string", required=True, max_length=255),
     "provider_type": Field("string", choices=tuple(FORMATS)),
-    "server_host": Field(
-        "string", required=True, max_length=255, pattern=HOSTNAME,
-        pattern_message="The server_host must be a host name or an IP address, without scheme or path.",
-    ),
+    "server_host": Field("string", required=True, max_length=255, check=check_host),
     "server_port": Field("integer", min_value=1, max_value=65535),
     "api_path": Field(
         "string", max_length=255, pattern=API_PATH,
         pattern_message="The api_path must be a URL path (no spaces, no query string).",
     ),
-    "username": Field("string", nullable=True, max_length=255),
+    "username": Field(
+        "string", nullable=True, max_length=255, pattern=re.compile(r"^[^:]*$"),
+        pattern_message="The username must not contain ':' (HTTP Basic Auth cannot carry it).",
+    ),
     "password": Field("string", nullable=True, max_length=255),
     "default_sender_id": Field(
         "string", nullable=True, max_length=20, pattern=SENDER,
@@ -82,11 +100,11 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def path_id(request: Request, name: str = "id") -> int:
+def path_id(request: Request, not_found: str = "SMS gateway not found.") -> int:
     """The integer id in the path; one too large for the database is simply not found."""
-    value = request.path_params[name]
-    if value > MAX_ID:
-        raise ApiError(404, "SMS gateway not found.")
+    value = request.path_params["id"]
+    if value > db.MAX_ID:
+        raise ApiError(404, not_found)
     return value
 
 
@@ -115,7 +133,9 @@ def default_port(values: Mapping[str, Any]) -> int:
 
 async def list_gateways(request: Request) -> JSONResponse:
     query = sa.select(gateways, messages_count).order_by(gateways.c.id)
-    search = request.query_params.get("search", "").strip()
+    params = request.query_params
+    search = validate({"search": params["search"]} if "search" in params else {},
+                      {"search": Field("string", nullable=True, max_length=255)}, from_form=True).get("search")
     if search:
         # The pattern is built here, not by SQLAlchemy's icontains(): `databases`
         # %-formats the compiled SQL on SQLite, which breaks on a literal '%'.
@@ -160,6 +180,8 @@ async def update_gateway(request: Request) -> JSONResponse:
     """
     state = request.app.state
     gateway_id = path_id(request)
+    if await fetch_gateway(state.database, gateway_id, count=False) is None:
+        raise ApiError(404, "SMS gateway not found.")
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SCHEMA, partial=True, from_form=body.from_form, ignored=READ_ONLY)
     if values:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import re
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from starlette.requests import Request
@@ -20,7 +21,7 @@ from api import callback_tokens, clock, db, dispatch
 from api.bodies import read_body
 from api.gateways import SENDER, fetch_gateway, path_id
 from api.responses import ApiError, ok
-from api.tables import messages
+from api.tables import gateways, messages
 from api.validation import Field, ValidationFailed, validate
 
 MAX_MESSAGE_CHARS = 1600  # ten concatenated UCS-2 segments and then some
@@ -28,20 +29,33 @@ PHONE = re.compile(r"^\+?[0-9]{1,29}$")
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 
+
+def check_url(url: str) -> str | None:
+    """An absolute http(s) URL with a host and a valid port; None when it is one."""
+    problem = "The callback_url must be an http:// or https:// URL with a host."
+    if any(c.isspace() for c in url):
+        return problem
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError on a port out of range or not a number
+    except ValueError:
+        return problem
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return problem
+    return None
+
+
 SEND_SCHEMA: dict[str, Field] = {
     "to_number": Field(
         "string", required=True, max_length=30, pattern=PHONE,
         pattern_message="The to_number must be a phone number: digits, optionally starting with +.",
     ),
     "from_sender": Field(
-        "string", max_length=20, pattern=SENDER,
+        "string", nullable=True, max_length=20, pattern=SENDER,
         pattern_message="The from_sender may hold letters, digits, spaces and + . _ - only.",
     ),
     "message": Field("text", required=True, max_length=MAX_MESSAGE_CHARS),
-    "callback_url": Field(
-        "string", max_length=2048, pattern=re.compile(r"^https?://[^\s]+$"),
-        pattern_message="The callback_url must be an http:// or https:// URL.",
-    ),
+    "callback_url": Field("string", nullable=True, max_length=2048, check=check_url),
 }
 
 
@@ -79,29 +93,27 @@ async def send_message(request: Request) -> JSONResponse:
     state = request.app.state
     database = state.database
     gateway_id = path_id(request)
-    body = await read_body(request, state.settings.max_body_bytes)
-    values = validate(body.data, SEND_SCHEMA, from_form=body.from_form)
-
     gateway = await fetch_gateway(database, gateway_id, count=False)
     if gateway is None:
         raise ApiError(404, "SMS gateway not found.")
     if not gateway["is_active"]:
-        raise ApiError(409, "This SMS gateway is inactive; activate it to send.",
-                       {"sms_gateway_id": ["The gateway is inactive."]})
+        raise inactive()
+    body = await read_body(request, state.settings.max_body_bytes)
+    values = validate(body.data, SEND_SCHEMA, from_form=body.from_form)
     sender = values.get("from_sender") or gateway["default_sender_id"]
     if not sender:
         raise ValidationFailed({"from_sender": [
             "The from_sender field is required when the gateway has no default_sender_id."]})
     callback_url = values.get("callback_url") or default_callback_url(state.settings.public_url, gateway)
 
-    stamp = clock.now_iso()
-    message_id = await database.fetch_val(
-        messages.insert().values(
-            sms_gateway_id=gateway_id, to_number=values["to_number"], from_sender=sender,
-            message=values["message"], callback_url=callback_url, delivery_status="queued",
-            created_at=stamp, updated_at=stamp,
-        ).returning(messages.c.id)
-    )
+    message_id = await insert_queued(database, gateway_id, {
+        "to_number": values["to_number"], "from_sender": sender, "message": values["message"],
+        "callback_url": callback_url,
+    })
+    if message_id is None:  # deactivated or deleted since it was read: nothing stored
+        if await fetch_gateway(database, gateway_id, count=False) is None:
+            raise ApiError(404, "SMS gateway not found.")
+        raise inactive()
 
     outcome = await dispatch.send(
         state.http,
@@ -117,6 +129,28 @@ async def send_message(request: Request) -> JSONResponse:
     if outcome.timed_out:
         return ok("The SMS gateway did not answer in time; the message is marked failed.", message, status=504)
     return ok("The SMS gateway refused or failed the message.", message, status=502)
+
+
+def inactive() -> ApiError:
+    return ApiError(409, "This SMS gateway is inactive; activate it to send.",
+                    {"sms_gateway_id": ["The gateway is inactive."]})
+
+
+async def insert_queued(database, gateway_id: int, fields: dict[str, str]) -> int | None:
+    """Store the message ``queued`` if, at that instant, its gateway exists and is active.
+
+    One INSERT ... SELECT: a gateway deactivated or deleted at the same moment
+    cannot end up with a new message (SQLite serialises the two writes; on
+    PostgreSQL the foreign key backs it up). Returns None when nothing was stored.
+    """
+    stamp = clock.now_iso()
+    row = {"sms_gateway_id": gateway_id, **fields, "delivery_status": "queued",
+           "created_at": stamp, "updated_at": stamp}
+    source = sa.select(*(sa.literal(value, messages.c[name].type).label(name) for name, value in row.items()))
+    source = source.where(sa.exists().where(gateways.c.id == gateway_id, gateways.c.is_active.is_(True)))
+    return await database.fetch_val(
+        messages.insert().from_select(list(row), source).returning(messages.c.id)
+    )
 
 
 async def record_outcome(database, message_id: int, gateway_id: int, outcome: dispatch.Outcome) -> None:
@@ -150,10 +184,7 @@ async def record_outcome(database, message_id: int, gateway_id: int, outcome: di
 
 
 async def show_message(request: Request) -> JSONResponse:
-    message_id = request.path_params["id"]
-    message = None
-    if message_id <= 2**63 - 1:
-        message = await fetch_message(request.app.state.database, message_id)
+    message = await fetch_message(request.app.state.database, path_id(request, "SMS message not found."))
     if message is None:
         raise ApiError(404, "SMS message not found.")
     return ok("SMS message fetched successfully.", public(message))
@@ -167,7 +198,7 @@ def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, number = text.partition(":")
-        if prefix == "id" and number.isdigit() and int(number) <= 2**63 - 1:
+        if prefix == "id" and number.isdigit() and int(number) <= db.MAX_ID:
             return int(number)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
@@ -188,13 +219,14 @@ async def list_gateway_messages(request: Request) -> JSONResponse:
     filters = validate(
         {k: params[k] for k in ("delivery_status", "to_number", "limit", "cursor") if k in params},
         {
-            "delivery_status": Field("string", max_length=32),
-            "to_number": Field("string", max_length=30),
-            "limit": Field("integer", min_value=1, max_value=MAX_PAGE),
-            "cursor": Field("string", max_length=100),
+            "delivery_status": Field("string", nullable=True, max_length=32),
+            "to_number": Field("string", nullable=True, max_length=30),
+            "limit": Field("integer", nullable=True, min_value=1, max_value=MAX_PAGE),
+            "cursor": Field("string", nullable=True, max_length=100),
         },
         from_form=True,
     )
+    filters = {name: value for name, value in filters.items() if value is not None}
     limit = filters.get("limit", DEFAULT_PAGE)
     query = sa.select(messages).where(messages.c.sms_gateway_id == gateway_id)
     if "delivery_status" in filters:

@@ -12,18 +12,18 @@ and are already in the API's output form.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+
+from api.db import Id
+from api.db import JsonDocument as Json
 
 metadata = sa.MetaData()
 
-# JSON on SQLite (text + the JSON1 functions), JSONB on PostgreSQL.
-Json = sa.JSON().with_variant(JSONB(), "postgresql")
 Timestamp = sa.String(32)
 
 gateways = sa.Table(
     "sms_gateways",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Id, primary_key=True),
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("provider_type", sa.String(32), nullable=False),
     sa.Column("server_host", sa.String(255), nullable=False),
@@ -46,10 +46,10 @@ gateways = sa.Table(
 messages = sa.Table(
     "sms_messages",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Id, primary_key=True),
     sa.Column(
         "sms_gateway_id",
-        sa.Integer,
+        Id,
         sa.ForeignKey("sms_gateways.id", ondelete="RESTRICT"),
         nullable=False,
     ),
@@ -79,7 +79,7 @@ messages = sa.Table(
 api_keys = sa.Table(
     "api_keys",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Id, primary_key=True),
     sa.Column("name", sa.String(255), nullable=False),
     # SHA-256 of the whole key. Keys carry 256 random bits, so a fast hash is
     # enough, and looking a key up by its hash never compares secrets in Python.

@@ -11,12 +11,15 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from api import jsonsafe
+
 Errors = dict[str, list[str]]
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
-# Control characters have no place in any text field we store or forward.
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters have no place in any text field we store or forward, and
+# lone UTF-16 surrogates (JSON's "\ud800") cannot be stored or rendered.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 class ValidationFailed(Exception):
@@ -61,13 +64,13 @@ def validate(
             errors.setdefault(name, []).append(f"The {name} field is not a known field.")
     for name, spec in schema.items():
         if name not in data or _blank(data[name], spec):
-            if spec.required and not partial:
+            if spec.required and (name in data or not partial):
                 errors.setdefault(name, []).append(f"The {name} field is required.")
             elif name in data:
                 if spec.nullable:
                     clean[name] = None
-                elif spec.required:
-                    errors.setdefault(name, []).append(f"The {name} field is required.")
+                else:  # null or "" for a field that must hold a value when given
+                    errors.setdefault(name, []).append(f"The {name} field may not be empty.")
             continue
         value, problem = _coerce(name, data[name], spec, from_form)
         if problem is None and spec.check is not None:
@@ -120,5 +123,7 @@ def _coerce(name: str, value: Any, spec: Field, from_form: bool) -> tuple[Any, s
     if spec.kind == "object":
         if not isinstance(value, dict):
             return None, f"The {name} must be a JSON object."
+        if jsonsafe.has_unstorable_text(value):
+            return None, f"The {name} must not contain NUL characters or lone surrogates."
         return value, None
     raise AssertionError(f"unknown field kind {spec.kind!r}")

@@ -114,6 +114,7 @@ def test_a_body_over_the_limit_is_413(client):
     response = client.post("/api/sms-gateways", json={"name": "n", "server_host": "h", "notes": "x" * 70_000})
     assert response.status_code == 413
     assert "limit" in response.json()["message"]
+    assert response.json()["errors"] == {"body": ["At most 65536 bytes are accepted."]}
 
 
 def test_search_matches_name_host_and_provider_type_case_insensitively(client, make_gateway):

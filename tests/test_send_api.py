@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tests.servers import free_port
+from tests.servers import Reply, free_port
 
 
 def send(client, gateway, **body):
@@ -198,10 +198,23 @@ def test_gateway_200_with_an_unparseable_body_is_502(client, stub_gateway, stub,
     assert message["remote_response"]
 
 
-def test_failures_never_leave_a_message_queued(client, stub_gateway):
-    statuses = {m["delivery_status"] for m in
-                client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages").json()["data"]}
-    assert "queued" not in statuses
+def test_no_fault_leaves_a_message_queued(client, stub_gateway, stub):
+    faults = [
+        dict(status=500, body=b"boom"),
+        dict(status=412, body=b'{"message": "Error \\"No route found\\""}'),
+        dict(status=200, body=b"garbage"),
+        dict(hang_up=True),
+        dict(hold=threading.Event()),  # times out; released at teardown
+    ]
+    for fault in faults:
+        stub.reply = Reply(**fault)
+        send(client, stub_gateway)
+    client.patch(f"/api/sms-gateways/{stub_gateway['id']}", json={"server_port": free_port()})
+    send(client, stub_gateway)  # connection refused
+    listing = client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages").json()["data"]
+    assert len(listing) == len(faults) + 1
+    assert {m["delivery_status"] for m in listing} == {"failed"}
+    assert all(m["failure_reason"] and m["failed_at"] for m in listing)
 
 
 def test_generic_http_gateway_reads_the_id_from_the_reply(client, make_gateway, stub):

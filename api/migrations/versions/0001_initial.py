@@ -14,14 +14,16 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-Json = sa.JSON().with_variant(JSONB(), "postgresql")
+Json = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+# 64-bit ids; SQLite's rowid alias must be spelt INTEGER, and is 64-bit already.
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Timestamp = sa.String(32)
 
 
 def upgrade() -> None:
     op.create_table(
         "sms_gateways",
-        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("id", Id, primary_key=True),
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("provider_type", sa.String(32), nullable=False),
         sa.Column("server_host", sa.String(255), nullable=False),
@@ -42,10 +44,10 @@ def upgrade() -> None:
     )
     op.create_table(
         "sms_messages",
-        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("id", Id, primary_key=True),
         sa.Column(
             "sms_gateway_id",
-            sa.Integer,
+            Id,
             sa.ForeignKey("sms_gateways.id", ondelete="RESTRICT"),
             nullable=False,
         ),
@@ -79,7 +81,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "api_keys",
-        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("id", Id, primary_key=True),
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("key_prefix", sa.String(16), nullable=False),
