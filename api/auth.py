@@ -18,7 +18,7 @@ from databases import Database
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import clock
+from api import clock, db
 from api.responses import ApiError
 from api.tables import api_keys
 
@@ -52,7 +52,7 @@ async def list_keys(database: Database) -> list[dict]:
         sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.key_prefix,
                   api_keys.c.created_at, api_keys.c.revoked_at).order_by(api_keys.c.id)
     )
-    return [dict(row._mapping) for row in rows]
+    return [db.as_dict(row) for row in rows]
 
 
 async def revoke_key(database: Database, key_id: int) -> bool:

@@ -66,9 +66,10 @@ def json_merged(dialect: str, column: sa.Column, payload: dict[str, Any]) -> sa.
     objects, so the payload's keys are first removed (patched to null), then set.
     ``payload`` holds no nulls (``jsonsafe.scrub``).
     """
-    text = json.dumps(payload, separators=(",", ":"))
     if dialect == "postgresql":
-        return sa.func.coalesce(column, sa.cast("{}", JSONB)).op("||")(sa.cast(text, JSONB))
+        # Bound as JSONB values (serialised once by the type), not cast from text.
+        return sa.func.coalesce(column, sa.literal({}, JSONB)).op("||")(sa.literal(payload, JSONB))
+    text = json.dumps(payload, separators=(",", ":"))
     removed = json.dumps(dict.fromkeys(payload), separators=(",", ":"))
     return sa.func.json_patch(sa.func.json_patch(sa.func.coalesce(column, "{}"), removed), text)
 
@@ -95,6 +96,15 @@ class JsonDocument(sa.types.TypeDecorator):
 
     def process_result_value(self, value, dialect):
         return json.loads(value) if isinstance(value, str) else value
+
+
+def as_dict(row: Any) -> dict[str, Any]:
+    """A ``databases`` row as a dict of processed values.
+
+    ``row._mapping`` holds the driver's raw values (asyncpg's JSONB as text);
+    indexing the row applies the column types' result processing.
+    """
+    return {key: row[key] for key in row._mapping.keys()}
 
 
 def is_unique_violation(exc: BaseException) -> bool:

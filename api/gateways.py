@@ -112,7 +112,7 @@ async def fetch_gateway(database, gateway_id: int, *, count: bool = True) -> dic
     """The gateway's row; ``count=False`` skips counting its messages (sends, lookups)."""
     columns = (gateways, messages_count) if count else (gateways,)
     row = await database.fetch_one(sa.select(*columns).where(gateways.c.id == gateway_id))
-    return dict(row._mapping) if row is not None else None
+    return db.as_dict(row) if row is not None else None
 
 
 async def get_or_404(request: Request) -> dict[str, Any]:
@@ -145,7 +145,7 @@ async def list_gateways(request: Request) -> JSONResponse:
             for column in (gateways.c.name, gateways.c.server_host, gateways.c.provider_type)
         )))
     rows = await request.app.state.database.fetch_all(query)
-    return ok("SMS gateways fetched successfully.", [public(row._mapping) for row in rows])
+    return ok("SMS gateways fetched successfully.", [public(db.as_dict(row)) for row in rows])
 
 
 async def insert_gateway(database, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def default_callback_url(public_url: str, gateway: Mapping[str, Any]) -> str:
 
 async def fetch_message(database, message_id: int) -> dict[str, Any] | None:
     row = await database.fetch_one(sa.select(messages).where(messages.c.id == message_id))
-    return dict(row._mapping) if row is not None else None
+    return db.as_dict(row) if row is not None else None
 
 
 async def send_message(request: Request) -> JSONResponse:
@@ -236,6 +236,6 @@ async def list_gateway_messages(request: Request) -> JSONResponse:
     if "cursor" in filters:
         query = query.where(messages.c.id < decode_cursor(filters["cursor"]))
     rows = await database.fetch_all(query.order_by(messages.c.id.desc()).limit(limit + 1))
-    page = [public(row._mapping) for row in rows[:limit]]
+    page = [public(db.as_dict(row)) for row in rows[:limit]]
     next_cursor = encode_cursor(page[-1]["id"]) if len(rows) > limit else None
     return ok("SMS messages fetched successfully.", page, meta={"limit": limit, "next_cursor": next_cursor})
