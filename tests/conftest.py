@@ -7,19 +7,39 @@ import itertools
 import httpx
 import pytest
 
-from tests.servers import Api, StubGateway, run_smsgw, start_api
+from tests.servers import (
+    POSTGRES_ADMIN_URL,
+    Api,
+    StubGateway,
+    create_postgres_database,
+    drop_postgres_database,
+    run_smsgw,
+    services_required,
+    start_api,
+)
 
 PUBLIC_URL = "https://sms.example.test"
 ADMIN_KEY = "test-admin-key-" + "x" * 32
 
 
-@pytest.fixture(scope="session")
-def api(tmp_path_factory) -> Api:
-    server = start_api(
-        tmp_path_factory.mktemp("api"), SMSGW_PUBLIC_URL=PUBLIC_URL, SMSGW_ADMIN_KEY=ADMIN_KEY
-    )
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def api(request, tmp_path_factory) -> Api:
+    """The API as a real process, once on SQLite and once on PostgreSQL (its own database)."""
+    overrides = {"SMSGW_PUBLIC_URL": PUBLIC_URL, "SMSGW_ADMIN_KEY": ADMIN_KEY}
+    database_url = None
+    if request.param == "postgresql":
+        try:
+            database_url = create_postgres_database()
+        except Exception as exc:  # refused, timed out, auth failed, no driver: all "unreachable"
+            if services_required():
+                pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
+            pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
+        overrides["SMSGW_DATABASE_URL"] = database_url
+    server = start_api(tmp_path_factory.mktemp(f"api-{request.param}"), **overrides)
     yield server
     server.process.stop()
+    if database_url:
+        drop_postgres_database(database_url)
 
 
 @pytest.fixture(scope="session")

@@ -116,6 +116,43 @@ def start_api(workdir: Path, **overrides: str) -> Api:
     return Api(url, env, process)
 
 
+# --- PostgreSQL ------------------------------------------------------------------
+
+POSTGRES_ADMIN_URL = os.environ.get("SMSGW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def services_required() -> bool:
+    """CI sets SMSGW_REQUIRE_SERVICES=1: a missing service is then a failure, never a skip."""
+    return os.environ.get("SMSGW_REQUIRE_SERVICES") == "1"
+
+
+async def _admin(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def create_postgres_database() -> str:
+    """A new, empty database of its own for one test run; returns its URL."""
+    import asyncio
+    import uuid
+
+    name = f"smsgw_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    import asyncio
+
+    name = url.rsplit("/", 1)[1]
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 # --- the stub gateway ---------------------------------------------------------
 
 
