@@ -21,6 +21,7 @@ LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 API_PATH = re.compile(r"^/?[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 SENDER = re.compile(r"^[A-Za-z0-9 +._-]+$")
 
+
 def check_host(value: str) -> str | None:
     """A DNS name or an IP address (IPv6 with or without brackets); None when valid."""
     problem = "The server_host must be a host name or an IP address, without scheme, port or path."
