@@ -72,6 +72,13 @@ def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
+    from guard import server
+
+    server.run(settings)
+    return 0
+
+
 def cmd_simulator(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -124,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
     commands.add_parser("api", help="serve the HTTP API").set_defaults(run=cmd_api)
     commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(run=cmd_migrate)
+    commands.add_parser("guard", help="serve the callback-token guard in front of the API").set_defaults(run=cmd_guard)
     commands.add_parser("simulator", help="serve the Jasmin simulator").set_defaults(run=cmd_simulator)
     commands.add_parser("demo", help="ensure the demo gateway (pointing at the simulator) exists; print its id").set_defaults(run=cmd_demo)
     apikey = commands.add_parser("apikey", help="manage API keys")

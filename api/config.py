@@ -28,6 +28,12 @@ class Settings:
     gateway_timeout: float = 10.0
     callback_token_grace: int = 24 * 3600
     max_body_bytes: int = 64 * 1024
+    api_url: str = "http://127.0.0.1:8000"
+    guard_host: str = "127.0.0.1"
+    guard_port: int = 8080
+    guard_confdir: str = "var/guard"
+    guard_cache_ttl: float = 5.0
+    guard_body_limit: int = 64 * 1024
     simulator_host: str = "127.0.0.1"
     simulator_port: int = 8025
     simulator_username: str = "demo"
@@ -38,9 +44,7 @@ class Settings:
         env = dict(os.environ if env is None else env)
         host = env.get("SMSGW_API_HOST", cls.api_host)
         port = _int(env, "SMSGW_API_PORT", cls.api_port, low=1, high=65535)
-        public = env.get("SMSGW_PUBLIC_URL") or f"http://{host}:{port}"
-        if not public.startswith(("http://", "https://")):
-            raise ConfigError("SMSGW_PUBLIC_URL must start with http:// or https://")
+        public = _url(env, "SMSGW_PUBLIC_URL", f"http://{host}:{port}")
         database_url = env.get("SMSGW_DATABASE_URL") or DEFAULT_DATABASE_URL
         try:
             dialect_of(database_url)
@@ -50,13 +54,19 @@ class Settings:
             database_url=database_url,
             api_host=host,
             api_port=port,
-            public_url=public.rstrip("/"),
+            public_url=public,
             admin_key=env.get("SMSGW_ADMIN_KEY") or None,
             gateway_timeout=_float(env, "SMSGW_GATEWAY_TIMEOUT", cls.gateway_timeout),
             callback_token_grace=_int(
                 env, "SMSGW_CALLBACK_TOKEN_GRACE", cls.callback_token_grace, low=0
             ),
             max_body_bytes=_int(env, "SMSGW_MAX_BODY_BYTES", cls.max_body_bytes, low=1024),
+            api_url=_url(env, "SMSGW_API_URL", f"http://{host}:{port}"),
+            guard_host=env.get("SMSGW_GUARD_HOST", cls.guard_host),
+            guard_port=_int(env, "SMSGW_GUARD_PORT", cls.guard_port, low=1, high=65535),
+            guard_confdir=env.get("SMSGW_GUARD_CONFDIR") or cls.guard_confdir,
+            guard_cache_ttl=_float(env, "SMSGW_GUARD_CACHE_TTL", cls.guard_cache_ttl, low=0),
+            guard_body_limit=_int(env, "SMSGW_GUARD_BODY_LIMIT", cls.guard_body_limit, low=1024),
             simulator_host=env.get("SMSGW_SIMULATOR_HOST", cls.simulator_host),
             simulator_port=_int(env, "SMSGW_SIMULATOR_PORT", cls.simulator_port, low=1, high=65535),
             simulator_username=env.get("SMSGW_SIMULATOR_USERNAME") or cls.simulator_username,
@@ -77,7 +87,7 @@ def _int(env: dict[str, str], name: str, default: int, low: int = 0, high: int |
     return value
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+def _float(env: dict[str, str], name: str, default: float, low: float = 0.001) -> float:
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -85,6 +95,13 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if not 0 < value <= 300:
-        raise ConfigError(f"{name} must be more than 0 and at most 300 seconds")
+    if not low <= value <= 300:
+        raise ConfigError(f"{name} must be between {low:g} and 300 seconds")
     return value
+
+
+def _url(env: dict[str, str], name: str, default: str) -> str:
+    value = env.get(name) or default
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must start with http:// or https://")
+    return value.rstrip("/")

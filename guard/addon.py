@@ -1,0 +1,110 @@
+"""The guard as a mitmproxy addon: named hooks over ``guard.decision``.
+
+It fails closed. mitmproxy logs an exception raised in a hook and forwards the
+request anyway, so every hook here catches everything itself and answers 503;
+and ``request`` refuses any flow that ``requestheaders`` did not explicitly
+admit. Nothing reaches the API unless this addon said so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from mitmproxy import http
+
+from api import clock
+from guard import decision
+from guard.decision import Verdict
+from guard.store import TokenStore
+
+log = logging.getLogger("smsgw.guard")
+
+ADMITTED = "smsgw_guard_admitted"
+HEALTH_PATH = "/_guard/health"
+CHECK_PATH = "/_guard/check"  # nginx's auth_request asks here
+
+
+def reply(flow: http.HTTPFlow, status: int, body: dict | None = None) -> None:
+    content = json.dumps(body).encode() if body is not None else b""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    flow.response = http.Response.make(status, content, headers)
+
+
+def refuse(flow: http.HTTPFlow, verdict: Verdict) -> None:
+    reply(flow, verdict.status, {"message": verdict.message})
+
+
+class Guard:
+    def __init__(self, store: TokenStore):
+        self.store = store
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self._decide(flow)
+        except Exception as exc:  # fail closed, whatever went wrong
+            log.error("guard could not decide (%s); answered 503", type(exc).__name__)
+            flow.metadata.pop(ADMITTED, None)
+            refuse(flow, decision.UNAVAILABLE)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        # Second line: a flow not explicitly admitted never goes upstream.
+        if flow.response is None and not flow.metadata.get(ADMITTED):
+            refuse(flow, decision.UNAVAILABLE)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        client = flow.client_conn.peername[0] if flow.client_conn.peername else "-"
+        log.info('%s "%s %s" %d', client, flow.request.method,
+                 flow.request.path.partition("?")[0][:200], flow.response.status_code)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        log.warning('"%s %s" failed: %s', flow.request.method,
+                    flow.request.path.partition("?")[0][:200], flow.error.msg if flow.error else "-")
+
+    async def _decide(self, flow: http.HTTPFlow) -> None:
+        request = flow.request
+        raw_target = request.path
+        if request.authority and request.http_version.startswith("HTTP/1"):
+            refuse(flow, decision.NOT_FOUND)  # absolute-form target: not how gateways call
+            return
+        if raw_target == HEALTH_PATH and request.method == "GET":
+            await self._health(flow)
+            return
+        if raw_target == CHECK_PATH and request.method == "GET":
+            verdict, _ = await self.judge(
+                request.headers.get("X-Original-Method", ""),
+                request.headers.get("X-Original-URI", ""),
+                request.headers.get_all(decision.TOKEN_HEADER),
+            )
+            # nginx's auth_request understands 2xx, 401 and 403 only; a conflict is a 403 there.
+            status = 403 if verdict.status == 400 else verdict.status
+            reply(flow, status)
+            return
+        verdict, target = await self.judge(request.method, raw_target,
+                                           request.headers.get_all(decision.TOKEN_HEADER))
+        if not verdict.allowed:
+            refuse(flow, verdict)
+            return
+        # Forward exactly the canonical path the decision was made on, without the token.
+        request.path = target.path + (f"?{target.query}" if target.query else "")
+        request.headers.pop(decision.TOKEN_HEADER, None)
+        flow.metadata[ADMITTED] = True
+
+    async def judge(self, method: str, raw_target: str, header_tokens: list[str]):
+        """The verdict for one DLR request, and its target when it is one."""
+        target = decision.parse_target(method, raw_target)
+        if target is None:
+            return decision.NOT_FOUND, None
+        token = decision.find_token(raw_target, header_tokens)
+        if token in (decision.MISSING, decision.CONFLICT):
+            return decision.verdict_for_token(token, None, ""), target
+        credentials = await self.store.credentials(target.gateway_id)
+        return decision.verdict_for_token(token, credentials, clock.now_iso()), target
+
+    async def _health(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self.store.ping()
+        except Exception:
+            reply(flow, 503, {"status": "unavailable"})
+            return
+        reply(flow, 200, {"status": "ok"})

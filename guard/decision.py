@@ -1,0 +1,103 @@
+"""What the guard decides, as pure functions: no I/O, no mitmproxy.
+
+The guard only ever forwards a request it has reduced to a canonical DLR path
+(``/api/sms-gateways/<id>/dlr`` or ``/webhooks/jasmin/<id>/dlr``, the id
+written without leading zeros) and forwards it to exactly that path. The raw
+path is matched strictly: percent-escapes, doubled or trailing slashes, dot
+segments, ``;params``, other cases and non-integer ids are not DLR paths, so
+they get 404 here and never reach the API under a spelling the API might
+route differently from the guard.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
+
+from api.callback_tokens import token_matches
+from api.db import MAX_ID
+
+DLR_PATH = re.compile(r"^/(api/sms-gateways|webhooks/jasmin)/([1-9][0-9]{0,18})/dlr$")
+DLR_METHODS = ("POST", "GET")  # Jasmin throws receipts with either
+TOKEN_PARAM = "token"
+TOKEN_HEADER = "X-Callback-Token"
+
+MISSING, CONFLICT = "missing", "conflict"
+
+
+@dataclass(frozen=True)
+class Target:
+    gateway_id: int
+    path: str   # canonical, what the API is sent
+    query: str  # the query string without the token
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: int
+    message: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+
+ALLOW = Verdict(200, "OK.")
+NOT_FOUND = Verdict(404, "Not found.")
+MISSING_TOKEN = Verdict(401, "Unauthorized.")
+CONFLICTING_TOKEN = Verdict(400, "Conflicting callback tokens: send exactly one.")
+FORBIDDEN = Verdict(403, "Forbidden.")  # a wrong token and an unknown gateway look alike
+UNAVAILABLE = Verdict(503, "Service unavailable.")
+
+
+def parse_target(method: str, raw_target: str) -> Target | None:
+    """The DLR this request is for, or None when it is not a DLR request at all.
+
+    ``raw_target`` is the request target exactly as the client sent it (path and
+    query, origin form). Only ``[path]?[query]`` with a canonical path passes.
+    """
+    if method not in DLR_METHODS:
+        return None
+    path, _, query = raw_target.partition("?")
+    match = DLR_PATH.match(path)
+    if match is None or "#" in raw_target:
+        return None
+    gateway_id = int(match.group(2))
+    if gateway_id > MAX_ID:
+        return None
+    pairs = parse_qsl(query, keep_blank_values=True)
+    rest = urlencode([(k, v) for k, v in pairs if k != TOKEN_PARAM])
+    return Target(gateway_id=gateway_id, path=f"/{match.group(1)}/{gateway_id}/dlr", query=rest)
+
+
+def find_token(raw_target: str, header_values: list[str]) -> str:
+    """The one callback token a request carries, or MISSING, or CONFLICT.
+
+    Two ``token`` parameters, two headers, or a parameter and a header that
+    differ are a conflict: the guard never picks one of several answers.
+    """
+    query = raw_target.partition("?")[2]
+    params = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == TOKEN_PARAM]
+    headers = [v.strip() for v in header_values]
+    if len(params) > 1 or len(headers) > 1:
+        return CONFLICT
+    values = params + headers
+    if not any(values):
+        return MISSING  # none given, or only empty ones
+    if len(set(values)) > 1:
+        return CONFLICT  # a parameter and a header that differ (one may be empty)
+    return values[0]
+
+
+def verdict_for_token(token: str, credentials, now_iso: str) -> Verdict:
+    """Compare ``token`` with the gateway's current and (within grace) previous token."""
+    if token == MISSING:
+        return MISSING_TOKEN
+    if token == CONFLICT:
+        return CONFLICTING_TOKEN
+    if credentials is None:
+        return FORBIDDEN
+    ok = token_matches(token, credentials.current, credentials.previous,
+                       credentials.previous_expires_at, now_iso)
+    return ALLOW if ok else FORBIDDEN
