@@ -116,6 +116,57 @@ def start_api(workdir: Path, **overrides: str) -> Api:
     return Api(url, env, process)
 
 
+@dataclass
+class Guard:
+    url: str
+    port: int
+    process: Process
+
+    @property
+    def log(self) -> str:
+        return self.process.log()
+
+
+def start_guard(workdir: Path, env: dict[str, str], upstream: str, **overrides: str) -> Guard:
+    """``smsgw guard`` on a free port, reading tokens from ``env``'s database, forwarding to ``upstream``."""
+    port = free_port()
+    env = {**env, "SMSGW_API_URL": upstream, "SMSGW_GUARD_HOST": "127.0.0.1",
+           "SMSGW_GUARD_PORT": str(port), "SMSGW_GUARD_CONFDIR": str(workdir / f"guard-{port}"), **overrides}
+    process = start(env, [*SMSGW, "guard"], workdir / f"guard-{port}.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx_status(url + "/_guard/health") is not None or process.popen.poll() is not None,
+                   what="the guard to answer")
+    except TimeoutError:
+        process.stop()
+        raise
+    if process.popen.poll() is not None:
+        raise RuntimeError("the guard exited at start:\n" + process.log())
+    return Guard(url, port, process)
+
+
+def httpx_status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=1).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def raw_request(port: int, method: str, target: str, headers: dict[str, str] | None = None,
+                body: bytes = b"id=x&message_status=DELIVRD", host: str = "127.0.0.1") -> tuple[int, bytes]:
+    """One HTTP/1.1 request written byte for byte (httpx would normalise the target)."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close",
+             "Content-Type: application/x-www-form-urlencoded", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
 # --- PostgreSQL ------------------------------------------------------------------
 
 POSTGRES_ADMIN_URL = os.environ.get("SMSGW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

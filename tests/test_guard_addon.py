@@ -1,0 +1,110 @@
+"""The guard addon inside mitmproxy's own test harness: it fails closed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mitmproxy.test import taddons, tflow
+
+from guard.addon import Guard
+from guard.store import Credentials
+
+TOKEN = "a-valid-callback-token-0123456789"
+
+
+class Store:
+    def __init__(self, error: Exception | None = None):
+        self.error = error
+        self.asked = 0
+
+    async def credentials(self, gateway_id):
+        self.asked += 1
+        if self.error:
+            raise self.error
+        return Credentials(TOKEN, None, None) if gateway_id == 1 else None
+
+    async def ping(self):
+        if self.error:
+            raise self.error
+
+
+def run(guard: Guard, path: str, method: str = "POST", headers: dict | None = None):
+    async def go():
+        with taddons.context(guard):
+            flow = tflow.tflow()
+            flow.request.method = method
+            flow.request.authority = ""
+            flow.request.path = path
+            for name, value in (headers or {}).items():
+                flow.request.headers[name] = value
+            await guard.requestheaders(flow)
+            guard.request(flow)
+            return flow
+    return asyncio.run(go())
+
+
+def test_a_raising_token_store_means_503_and_nothing_forwarded():
+    store = Store(error=RuntimeError("database is locked"))
+    flow = run(Guard(store), f"/webhooks/jasmin/1/dlr?token={TOKEN}")
+    assert store.asked == 1
+    assert flow.response is not None and flow.response.status_code == 503
+    assert b"locked" not in flow.response.content  # the cause stays in the guard
+
+
+def test_an_admitted_flow_goes_on_with_the_canonical_path_and_no_token():
+    flow = run(Guard(Store()), f"/webhooks/jasmin/1/dlr?token={TOKEN}&id=x",
+               headers={"X-Callback-Token": TOKEN})
+    assert flow.response is None  # mitmproxy forwards it
+    assert flow.request.path == "/webhooks/jasmin/1/dlr?id=x"
+    assert "X-Callback-Token" not in flow.request.headers
+
+
+def test_a_flow_the_headers_hook_never_saw_is_refused():
+    # e.g. an exception inside mitmproxy before our hook: request() still refuses it.
+    guard = Guard(Store())
+
+    async def go():
+        with taddons.context(guard):
+            flow = tflow.tflow()
+            guard.request(flow)
+            return flow
+
+    flow = asyncio.run(go())
+    assert flow.response.status_code == 503
+
+
+def test_refusals_answer_without_forwarding():
+    guard = Guard(Store())
+    for path, headers, status in [
+        ("/webhooks/jasmin/1/dlr", {}, 401),
+        ("/webhooks/jasmin/1/dlr?token=wrong", {}, 403),
+        (f"/webhooks/jasmin/2/dlr?token={TOKEN}", {}, 403),
+        (f"/webhooks/jasmin/1/dlr?token={TOKEN}", {"X-Callback-Token": "other"}, 400),
+        (f"/webhooks/jasmin/1/dlr/?token={TOKEN}", {}, 404),
+    ]:
+        flow = run(guard, path, headers=headers)
+        assert flow.response.status_code == status, path
+
+
+def test_health_follows_the_store():
+    assert run(Guard(Store()), "/_guard/health", method="GET").response.status_code == 200
+    flow = run(Guard(Store(error=OSError("down"))), "/_guard/health", method="GET")
+    assert flow.response.status_code == 503 and b"down" not in flow.response.content
+
+
+def test_the_nginx_check_endpoint_decides_from_the_original_request():
+    guard = Guard(Store())
+
+    def check(uri, method="POST", token=None):
+        headers = {"X-Original-URI": uri, "X-Original-Method": method}
+        if token:
+            headers["X-Callback-Token"] = token
+        flow = run(guard, "/_guard/check", method="GET", headers=headers)
+        return flow.response.status_code
+
+    assert check(f"/webhooks/jasmin/1/dlr?token={TOKEN}") == 200
+    assert check("/webhooks/jasmin/1/dlr", token=TOKEN) == 200
+    assert check("/webhooks/jasmin/1/dlr") == 401
+    assert check("/webhooks/jasmin/1/dlr?token=nope") == 403
+    assert check(f"/webhooks/jasmin/1/dlr?token={TOKEN}", token="other") == 403  # conflict
+    assert check(f"/webhooks/jasmin/1/dlr?token={TOKEN}", method="DELETE") == 404
