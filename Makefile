@@ -12,7 +12,7 @@ help:
 
 install: $(BIN)/smsgw
 
-$(BIN)/smsgw: pyproject.toml
+$(BIN)/smsgw: pyproject.toml scripts/install-system-packages
 	@py=$$(scripts/find-python) || exit 1; \
 	  echo "using $$py"; \
 	  if [ ! -x $(BIN)/python ] || ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then \
@@ -20,6 +20,7 @@ $(BIN)/smsgw: pyproject.toml
 	  fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	scripts/install-system-packages
 	@touch $@
 	@echo "installed: $(BIN)/smsgw"
 

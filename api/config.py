@@ -23,7 +23,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    public_url: str = "http://127.0.0.1:8000"
+    public_url: str = "http://127.0.0.1:8080"
     admin_key: str | None = None
     gateway_timeout: float = 10.0
     callback_token_grace: int = 24 * 3600
@@ -44,7 +44,10 @@ class Settings:
         env = dict(os.environ if env is None else env)
         host = env.get("SMSGW_API_HOST", cls.api_host)
         port = _int(env, "SMSGW_API_PORT", cls.api_port, low=1, high=65535)
-        public = _url(env, "SMSGW_PUBLIC_URL", f"http://{host}:{port}")
+        guard_host = env.get("SMSGW_GUARD_HOST", cls.guard_host)
+        guard_port = _int(env, "SMSGW_GUARD_PORT", cls.guard_port, low=1, high=65535)
+        # Gateways reach the DLR routes through the guard, never the API directly.
+        public = _url(env, "SMSGW_PUBLIC_URL", f"http://{guard_host}:{guard_port}")
         database_url = env.get("SMSGW_DATABASE_URL") or DEFAULT_DATABASE_URL
         try:
             dialect_of(database_url)
@@ -62,8 +65,8 @@ class Settings:
             ),
             max_body_bytes=_int(env, "SMSGW_MAX_BODY_BYTES", cls.max_body_bytes, low=1024),
             api_url=_url(env, "SMSGW_API_URL", f"http://{host}:{port}"),
-            guard_host=env.get("SMSGW_GUARD_HOST", cls.guard_host),
-            guard_port=_int(env, "SMSGW_GUARD_PORT", cls.guard_port, low=1, high=65535),
+            guard_host=guard_host,
+            guard_port=guard_port,
             guard_confdir=env.get("SMSGW_GUARD_CONFDIR") or cls.guard_confdir,
             guard_cache_ttl=_float(env, "SMSGW_GUARD_CACHE_TTL", cls.guard_cache_ttl, low=0),
             guard_body_limit=_int(env, "SMSGW_GUARD_BODY_LIMIT", cls.guard_body_limit, low=1024),

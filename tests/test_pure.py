@@ -87,7 +87,9 @@ def test_settings_defaults():
     settings = Settings.from_env({})
     assert settings.database_url == "sqlite:///var/smsgw.db"
     assert (settings.api_host, settings.api_port) == ("127.0.0.1", 8000)
-    assert settings.public_url == "http://127.0.0.1:8000"
+    assert settings.public_url == "http://127.0.0.1:8080"  # the guard, in front of the DLR routes
+    assert settings.api_url == "http://127.0.0.1:8000"
+    assert (settings.guard_host, settings.guard_port, settings.guard_cache_ttl) == ("127.0.0.1", 8080, 5.0)
     assert settings.admin_key is None and settings.gateway_timeout == 10.0
     assert settings.callback_token_grace == 86400
 

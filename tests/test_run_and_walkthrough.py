@@ -16,12 +16,14 @@ from tests.servers import ROOT, free_port, run_smsgw, wait_until
 
 @pytest.fixture
 def stack(tmp_path):
-    api_port, sim_port = free_port(), free_port()
+    api_port, sim_port, guard_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "SMSGW_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
         "SMSGW_API_PORT": str(api_port),
         "SMSGW_SIMULATOR_PORT": str(sim_port),
+        "SMSGW_GUARD_PORT": str(guard_port),
+        "SMSGW_GUARD_CONFDIR": str(tmp_path / "guard"),
     }
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
@@ -31,7 +33,8 @@ def stack(tmp_path):
         wait_until(lambda: "smsgw is running" in log.read_text() or process.poll() is not None,
                    timeout=60, what="make run's banner")
         assert process.poll() is None, log.read_text()
-        yield env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}", process, log
+        yield (env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}",
+               f"http://127.0.0.1:{guard_port}", process, log)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -52,9 +55,9 @@ def alive(pid: int) -> bool:
 
 
 def test_make_run_walkthrough_and_ctrl_c(stack):
-    env, api, simulator, process, log = stack
+    env, api, simulator, guard, process, log = stack
     banner = log.read_text()
-    assert api in banner and simulator in banner and "smsgw apikey create" in banner
+    assert api in banner and simulator in banner and guard in banner and "smsgw apikey create" in banner
 
     key = run_smsgw(env, "apikey", "create", "--name", "me").stdout.strip().splitlines()[-1]
     auth = {"Authorization": f"Bearer {key}"}
@@ -71,19 +74,24 @@ def test_make_run_walkthrough_and_ctrl_c(stack):
     assert seen[0]["id"] == message["external_message_id"] and seen[0]["content"] == "Hello from smsgw"
     assert demo["callback_token"] not in str(seen)
 
-    receipt = httpx.post(f"{api}/webhooks/jasmin/{demo['id']}/dlr?token={demo['callback_token']}",
-                         data={"id": message["external_message_id"], "message_status": "DELIVRD"})
-    assert receipt.json() == {"message": "DLR received"}
+    # the gateway was told to send receipts through the guard
+    assert seen[0]["dlr-url"] == f"{guard}/webhooks/jasmin/{demo['id']}/dlr?token=[redacted]"
+    receipt = {"id": message["external_message_id"], "message_status": "DELIVRD"}
+    refused = httpx.post(f"{guard}/webhooks/jasmin/{demo['id']}/dlr?token=not-the-token", data=receipt)
+    assert refused.status_code == 403 and refused.json() == {"message": "Forbidden."}
+    accepted = httpx.post(f"{guard}/webhooks/jasmin/{demo['id']}/dlr?token={demo['callback_token']}", data=receipt)
+    assert accepted.json() == {"message": "DLR received"}
     now = httpx.get(f"{api}/api/sms-messages/{message['id']}", headers=auth).json()["data"]
     assert now["delivery_status"] == "delivrd" and now["delivered_at"]
 
     children = children_of(process.pid)
-    assert len(children) >= 2
+    assert len(children) >= 3  # simulator, API, guard
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     process.wait(timeout=20)
     wait_until(lambda: not any(alive(pid) for pid in children), timeout=20, what="the stack to stop")
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{api}/healthz")
+    for url in (f"{api}/healthz", f"{guard}/_guard/health"):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url)
 
 
 def test_a_second_make_run_reuses_the_demo_gateway(tmp_path):

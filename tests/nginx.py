@@ -1,0 +1,107 @@
+"""Running Debian's real nginx with a shipped config, rendered for test ports and paths."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.servers import ROOT, Process, free_port, start, wait_until
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+DEPLOY = ROOT / "deploy" / "nginx"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "fullchain.pem", directory / "privkey.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def render(config: str, replacements: dict[str, str]) -> str:
+    """Replace each placeholder; every one must occur, or the shipped file changed under the test."""
+    for old, new in replacements.items():
+        assert old in config, f"{old!r} is no longer in the shipped nginx config"
+        config = config.replace(old, new)
+    return config
+
+
+@dataclass
+class Nginx:
+    url: str
+    port: int
+    workdir: Path
+    process: Process
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted((self.workdir / "logs").glob("*.log")))
+
+
+def start_nginx(workdir: Path, config_name: str, api_port: int, guard_port: int) -> Nginx:
+    """Serve ``deploy/nginx/<config_name>`` with only ports and file paths changed."""
+    assert NGINX, "nginx is not installed (make install installs it)"
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "logs").mkdir(exist_ok=True)
+    cert, key = self_signed(workdir)
+    port = free_port()
+    site = render((DEPLOY / config_name).read_text(), {
+        "listen 8443 ssl;": f"listen 127.0.0.1:{port} ssl;",
+        "server 127.0.0.1:8000;": f"server 127.0.0.1:{api_port};",
+        "server 127.0.0.1:8080;": f"server 127.0.0.1:{guard_port};",
+        "/etc/ssl/smsgw/fullchain.pem": str(cert),
+        "/etc/ssl/smsgw/privkey.pem": str(key),
+        "/var/log/nginx/": f"{workdir}/logs/",
+    })
+    if "/var/lib/nginx/smsgw-guard" in site:
+        site = site.replace("/var/lib/nginx/smsgw-guard", f"{workdir}/guard-cache")
+    (workdir / "smsgw.conf").write_text(site)
+    temp = workdir / "temp"
+    (workdir / "nginx.conf").write_text(f"""
+daemon off;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/logs/main-error.log warn;
+{"user root;" if os.geteuid() == 0 else ""}
+events {{ worker_connections 1024; }}
+http {{
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    include {workdir}/smsgw.conf;
+}}
+""")
+    temp.mkdir(exist_ok=True)
+    args = [NGINX, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", str(workdir / "logs" / "startup.log")]
+    check = subprocess.run([*args, "-t"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    process = start(os.environ.copy(), args, workdir / "nginx.out")
+
+    def listening() -> bool:
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return process.popen.poll() is not None
+
+    wait_until(listening, what="nginx to listen")
+    assert process.popen.poll() is None, (workdir / "nginx.out").read_text()
+    return Nginx(f"https://127.0.0.1:{port}", port, workdir, process)

@@ -1,0 +1,153 @@
+"""The shipped nginx config, served by Debian's real nginx in front of the real guard and API."""
+
+from __future__ import annotations
+
+import itertools
+
+import httpx
+import pytest
+
+from tests.nginx import NGINX, start_nginx
+from tests.servers import StubGateway, run_smsgw, services_required, start_api, start_guard
+
+if NGINX is None and not services_required():
+    pytest.skip("nginx is not installed (make install installs it)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("nginx")
+    api = start_api(workdir)
+    guard = start_guard(workdir, api.env, api.url)
+    nginx = start_nginx(workdir / "nginx", "smsgw.conf", int(api.url.rsplit(":", 1)[1]), guard.port)
+    key = run_smsgw(api.env, "apikey", "create", "--name", "nginx").stdout.strip().splitlines()[-1]
+    stub = StubGateway().start()
+    client = httpx.Client(base_url=nginx.url, verify=False, headers={"Authorization": f"Bearer {key}"})
+    gateway = client.post("/api/sms-gateways", json={
+        "name": "behind nginx", "server_host": "127.0.0.1", "server_port": stub.port,
+        "api_path": "secure/send", "default_sender_id": "X"}).json()["data"]
+    yield {"api": api, "guard": guard, "nginx": nginx, "client": client, "gateway": gateway, "stub": stub,
+           "key": key}
+    client.close()
+    stub.stop()
+    nginx.process.stop()
+    guard.process.stop()
+    api.process.stop()
+
+
+_ids = itertools.count()
+
+
+@pytest.fixture
+def send(stack):
+    def make() -> dict:
+        external = f"ngx-{next(_ids)}"
+        stack["stub"].answer(200, {"data": f'Success "{external}'})
+        gid = stack["gateway"]["id"]
+        return stack["client"].post(f"/api/sms-gateways/{gid}/send",
+                                    json={"to_number": "1", "message": "m"}).json()["data"]
+
+    return make
+
+
+def status_of(stack, message) -> str:
+    return stack["client"].get(f"/api/sms-messages/{message['id']}").json()["data"]["delivery_status"]
+
+
+def post_dlr(stack, message, path=None, status="DELIVRD", **kwargs):
+    gid = stack["gateway"]["id"]
+    path = path or f"/webhooks/jasmin/{gid}/dlr"
+    return httpx.post(stack["nginx"].url + path, verify=False,
+                      data={"id": message["external_message_id"], "message_status": status}, **kwargs)
+
+
+def test_the_management_api_and_health_pass_through(stack):
+    assert stack["client"].get("/healthz").json() == {"status": "ok"}
+    assert stack["client"].get("/api/sms-gateways").status_code == 200
+    response = httpx.get(stack["nginx"].url + "/api/sms-gateways", verify=False)
+    assert response.status_code == 401 and response.json() == {"message": "Unauthorized."}
+
+
+def test_a_valid_token_in_the_query_passes(stack, send):
+    message = send()
+    token = stack["gateway"]["callback_token"]
+    response = post_dlr(stack, message, params={"token": token})
+    assert response.status_code == 200 and response.json() == {"message": "DLR received"}
+    assert status_of(stack, message) == "delivrd"
+
+
+def test_a_valid_token_in_the_header_passes(stack, send):
+    message = send()
+    gid = stack["gateway"]["id"]
+    response = post_dlr(stack, message, path=f"/api/sms-gateways/{gid}/dlr", status="UNDELIV",
+                        headers={"X-Callback-Token": stack["gateway"]["callback_token"]})
+    assert response.json() == {"message": "DLR received"}
+    assert status_of(stack, message) == "undeliv"
+
+
+@pytest.mark.parametrize("kwargs, status", [
+    ({}, 401),
+    ({"params": {"token": "wrong-token"}}, 403),
+    ({"headers": {"X-Callback-Token": "wrong-token"}}, 403),
+])
+def test_a_wrong_or_missing_token_is_refused(stack, send, kwargs, status):
+    message = send()
+    response = post_dlr(stack, message, **kwargs)
+    assert response.status_code == status
+    assert response.json()["message"] in ("Unauthorized.", "Forbidden.")
+    assert status_of(stack, message) == "submitted"
+
+
+def test_other_spellings_of_the_route_are_404_or_checked(stack, send):
+    message = send()
+    gid, token = stack["gateway"]["id"], stack["gateway"]["callback_token"]
+    for path in (f"/webhooks/jasmin/{gid}/dlr/", f"/webhooks/jasmin/{gid}/dlr;x", f"/WEBHOOKS/jasmin/{gid}/dlr",
+                 f"/webhooks/jasmin/0{gid}/dlr", f"/api/sms-gateways/{gid}/DLR"):
+        assert post_dlr(stack, message, path=path, params={"token": token}).status_code == 404, path
+    # nginx decodes and normalises before matching: these are the DLR route, and still need the token
+    for path in (f"/webhooks/jasmin/{gid}/dl%72", f"//webhooks/jasmin/{gid}/./dlr"):
+        assert post_dlr(stack, message, path=path).status_code == 401, path
+    assert status_of(stack, message) == "submitted"
+
+
+def test_the_guard_is_off_the_hot_path(stack, send):
+    messages = [send() for _ in range(10)]
+    token = stack["gateway"]["callback_token"]
+    checks_before = stack["guard"].log.count("/_guard/check")
+    for message in messages:
+        assert post_dlr(stack, message, params={"token": token}).status_code == 200
+    # one check (or two, if the cached answer expired mid-run) for ten receipts
+    assert stack["guard"].log.count("/_guard/check") - checks_before <= 2
+
+
+def test_a_body_over_the_limit_is_413(stack):
+    gid = stack["gateway"]["id"]
+    response = httpx.post(f"{stack['nginx'].url}/webhooks/jasmin/{gid}/dlr", verify=False,
+                          content=b"x" * (65 * 1024), params={"token": stack["gateway"]["callback_token"]})
+    assert response.status_code == 413
+
+
+def test_the_rate_limit_answers_429(stack):
+    gid = stack["gateway"]["id"]
+    statuses = []
+    with httpx.Client(verify=False) as client:
+        for _ in range(2000):  # bounded: the limit is 100/s with a burst of 200
+            status = client.post(f"{stack['nginx'].url}/webhooks/jasmin/{gid}/dlr", params={"token": "bad"},
+                                 data={"id": "x"}).status_code
+            statuses.append(status)
+            if status == 429:
+                break
+    assert statuses[-1] == 429
+    assert set(statuses[:-1]) == {403}
+
+
+def test_no_token_in_any_log(stack, send):
+    """Last in the module: after every request above, no log line holds a token."""
+    message = send()
+    token = stack["gateway"]["callback_token"]
+    post_dlr(stack, message, params={"token": token})
+    logs = {"nginx": stack["nginx"].logs(), "guard": stack["guard"].log, "api": stack["api"].log}
+    assert f"/webhooks/jasmin/{stack['gateway']['id']}/dlr" in logs["nginx"]  # the access log is real
+    for name, text in logs.items():
+        assert token not in text, f"the callback token is in the {name} log"
+        assert stack["key"] not in text, f"the API key is in the {name} log"

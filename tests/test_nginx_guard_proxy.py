@@ -1,0 +1,62 @@
+"""The simpler nginx variant, where receipts go through the guard itself."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.nginx import NGINX, start_nginx
+from tests.servers import StubGateway, run_smsgw, services_required, start_api, start_guard
+
+if NGINX is None and not services_required():
+    pytest.skip("nginx is not installed (make install installs it)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("nginx-guard-proxy")
+    api = start_api(workdir)
+    guard = start_guard(workdir, api.env, api.url)
+    nginx = start_nginx(workdir / "nginx", "smsgw-guard-proxy.conf", int(api.url.rsplit(":", 1)[1]), guard.port)
+    key = run_smsgw(api.env, "apikey", "create", "--name", "variant").stdout.strip().splitlines()[-1]
+    stub = StubGateway().start()
+    stub.answer(200, {"data": 'Success "variant-1'})
+    client = httpx.Client(base_url=nginx.url, verify=False, headers={"Authorization": f"Bearer {key}"})
+    gateway = client.post("/api/sms-gateways", json={
+        "name": "variant", "server_host": "127.0.0.1", "server_port": stub.port,
+        "api_path": "secure/send", "default_sender_id": "X"}).json()["data"]
+    message = client.post(f"/api/sms-gateways/{gateway['id']}/send",
+                          json={"to_number": "1", "message": "m"}).json()["data"]
+    yield {"api": api, "guard": guard, "nginx": nginx, "client": client, "gateway": gateway, "message": message}
+    client.close()
+    stub.stop()
+    nginx.process.stop()
+    guard.process.stop()
+    api.process.stop()
+
+
+def dlr(stack, path=None, **kwargs):
+    path = path or f"/webhooks/jasmin/{stack['gateway']['id']}/dlr"
+    return httpx.post(stack["nginx"].url + path, verify=False,
+                      data={"id": "variant-1", "message_status": "DELIVRD"}, **kwargs)
+
+
+def test_refusals_come_from_the_guard_in_the_contract_shape(stack):
+    token = stack["gateway"]["callback_token"]
+    assert dlr(stack).status_code == 401
+    assert dlr(stack, params={"token": "wrong"}).json() == {"message": "Forbidden."}
+    conflict = dlr(stack, params={"token": token}, headers={"X-Callback-Token": "other"})
+    assert conflict.status_code == 400
+    assert dlr(stack, path=f"/webhooks/jasmin/{stack['gateway']['id']}/dlr/", params={"token": token}).status_code == 404
+    message = stack["client"].get(f"/api/sms-messages/{stack['message']['id']}").json()["data"]
+    assert message["delivery_status"] == "submitted"
+
+
+def test_a_valid_token_passes_through_the_guard_to_the_api(stack):
+    response = dlr(stack, headers={"X-Callback-Token": stack["gateway"]["callback_token"]})
+    assert response.json() == {"message": "DLR received"}
+    message = stack["client"].get(f"/api/sms-messages/{stack['message']['id']}").json()["data"]
+    assert message["delivery_status"] == "delivrd"
+    token = stack["gateway"]["callback_token"]
+    for text in (stack["nginx"].logs(), stack["guard"].log, stack["api"].log):
+        assert token not in text
