@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from api import jsonsafe
+from api import encoding, jsonsafe
 
 log = logging.getLogger("smsgw.dispatch")
 
@@ -24,6 +24,13 @@ MAX_REPLY_BYTES = 64 * 1024
 JASMIN_SUCCESS = re.compile(r'Success "([^"]+)')
 JASMIN_ERROR = re.compile(r'Error "([^"]*)')
 ID_FIELDS = ("message_id", "id", "messageId")
+
+# failure_code: why a send failed, in a word a program can branch on.
+GATEWAY_ERROR = "gateway_error"        # the gateway answered with an error status
+THROTTLED = "throttled"                # ... that says: too fast (Jasmin 403 throughput, HTTP 429)
+UNREADABLE_REPLY = "unreadable_reply"  # a reply we could not read an id from
+UNREACHABLE = "unreachable"            # no connection, or it broke
+TIMEOUT = "timeout"                    # no answer within SMSGW_GATEWAY_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -52,13 +59,11 @@ class Outcome:
     external_id: str | None = None
     remote_response: dict[str, Any] | None = None
     failure_reason: str | None = None
-    timed_out: bool = False
+    failure_code: str | None = None
 
-
-@dataclass(frozen=True)
-class WireFormat:
-    build: Callable[[Mapping[str, Any], Submission], WireRequest]
-    read: Callable[[int, bytes], Outcome]
+    @property
+    def timed_out(self) -> bool:
+        return self.failure_code == TIMEOUT
 
 
 def gateway_url(gateway: Mapping[str, Any]) -> str:
@@ -75,45 +80,68 @@ def basic_auth(gateway: Mapping[str, Any]) -> tuple[str, str] | None:
     return (gateway["username"], gateway.get("password") or "")
 
 
-# --- jasmin: Jasmin's REST API, POST /secure/send --------------------------
+# --- Jasmin: the REST API (JSON, Basic Auth) and the HTTP API (form, credentials as fields)
+
+
+def jasmin_fields(sub: Submission) -> dict[str, Any]:
+    """The send fields both Jasmin APIs take: GSM-7 as ``content``, else UCS-2 as hex.
+
+    Receipts at level 3 (the SMSC's answer and the handset's): level 2 alone
+    says nothing when the SMSC rejects the message.
+    """
+    encoded = encoding.encode(sub.text)
+    fields: dict[str, Any] = {"to": sub.to, "from": sub.sender, "coding": encoded.data_coding}
+    if encoded.encoding == encoding.GSM7:
+        fields["content"] = sub.text
+    else:
+        fields["hex-content"] = encoding.ucs2_hex(sub.text)
+    fields.update({"dlr": "yes", "dlr-url": sub.dlr_url, "dlr-level": 3, "dlr-method": "POST"})
+    return fields
 
 
 def build_jasmin_rest(gateway: Mapping[str, Any], sub: Submission) -> WireRequest:
-    return WireRequest(
-        method="POST",
-        url=gateway_url(gateway),
-        json={
-            "to": sub.to,
-            "from": sub.sender,
-            "content": sub.text,
-            "dlr": "yes",
-            "dlr-url": sub.dlr_url,
-            # Level 3: the SMSC's answer and the handset's. Level 2 alone says
-            # nothing when the SMSC rejects the message.
-            "dlr-level": 3,
-            "dlr-method": "POST",
-        },
-        auth=basic_auth(gateway),
-    )
+    return WireRequest(method="POST", url=gateway_url(gateway), json=jasmin_fields(sub),
+                       auth=basic_auth(gateway))
 
 
 def read_jasmin_rest(status: int, body: bytes) -> Outcome:
-    """``200 {"data": "Success \\"<id>"}`` (Jasmin drops the closing quote), or an error."""
+    """``200 {"data": "Success \\"<id>"}`` (Jasmin drops the closing quote), or
+    an error status with ``{"message": "Error \\"<text>\\""}``."""
     parsed = _json_object(body)
     if status != 200:
-        return _gateway_error(status, body, parsed, _jasmin_error_text(parsed))
+        text = str((parsed or {}).get("message") or (parsed or {}).get("data") or "")
+        return _jasmin_error(status, body, parsed, text)
     match = JASMIN_SUCCESS.search(str((parsed or {}).get("data", "")))
     if parsed is None or match is None:
         return _unreadable(status, body, parsed, 'a Jasmin REST reply {"data": "Success \\"<id>"}')
     return Outcome(ok=True, external_id=match.group(1), remote_response=parsed)
 
 
-def _jasmin_error_text(parsed: dict[str, Any] | None) -> str | None:
-    if not parsed:
-        return None
-    text = str(parsed.get("message") or parsed.get("data") or "")
+def build_jasmin_http(gateway: Mapping[str, Any], sub: Submission) -> WireRequest:
+    form = {key: str(value) for key, value in jasmin_fields(sub).items()}
+    form["username"] = gateway.get("username") or ""
+    form["password"] = gateway.get("password") or ""
+    return WireRequest(method="POST", url=gateway_url(gateway), form=form)
+
+
+def read_jasmin_http(status: int, body: bytes) -> Outcome:
+    """``200 Success "<id>"`` in text/plain, or an error status with ``Error "<text>"``."""
+    text = body[:2000].decode("utf-8", "replace").strip()
+    if status != 200:
+        return _jasmin_error(status, body, None, text)
+    match = JASMIN_SUCCESS.match(text)
+    if match is None:
+        return _unreadable(status, body, None, 'Jasmin\'s reply Success "<id>"')
+    return Outcome(ok=True, external_id=match.group(1), remote_response={"http_status": status, "body": text})
+
+
+def _jasmin_error(status: int, body: bytes, parsed: dict[str, Any] | None, text: str) -> Outcome:
     match = JASMIN_ERROR.search(text)
-    return match.group(1) if match else (text or None)
+    detail = match.group(1) if match else (text or None)
+    # Jasmin answers 403 "User throughput exceeded" when its per-user rate limit
+    # refuses the send: not a fault of the message, a reason to slow down.
+    code = THROTTLED if status == 403 and detail and "throughput exceeded" in detail.lower() else GATEWAY_ERROR
+    return _gateway_error(status, body, parsed, detail, code)
 
 
 # --- http: a generic JSON gateway ---------------------------------------------
@@ -136,7 +164,7 @@ def read_http_json(status: int, body: bytes) -> Outcome:
         reason = None
         if parsed:
             reason = next((str(parsed[k]) for k in ("error", "message", "detail") if parsed.get(k)), None)
-        return _gateway_error(status, body, parsed, reason)
+        return _gateway_error(status, body, parsed, reason, THROTTLED if status == 429 else GATEWAY_ERROR)
     if parsed is None:
         return _unreadable(status, body, None, "a JSON object")
     external_id = _find_id(parsed) or _find_id(parsed.get("data"))
@@ -155,9 +183,20 @@ def _find_id(value: Any) -> str | None:
     return None
 
 
-FORMATS: dict[str, WireFormat] = {
-    "jasmin": WireFormat(build_jasmin_rest, read_jasmin_rest),
-    "http": WireFormat(build_http_json, read_http_json),
+@dataclass(frozen=True)
+class Provider:
+    """A wire format, and what a gateway of that type usually listens on."""
+
+    build: Callable[[Mapping[str, Any], Submission], WireRequest]
+    read: Callable[[int, bytes], Outcome]
+    default_path: str
+    default_port: int | None  # None: 80, or 443 with use_ssl
+
+
+FORMATS: dict[str, Provider] = {
+    "jasmin": Provider(build_jasmin_rest, read_jasmin_rest, "secure/send", 8080),
+    "jasmin-http": Provider(build_jasmin_http, read_jasmin_http, "send", 1401),
+    "http": Provider(build_http_json, read_http_json, "send", None),
 }
 
 
@@ -179,11 +218,13 @@ def _as_remote_response(status: int, body: bytes, parsed: dict[str, Any] | None)
     return {"http_status": status, "body": jsonsafe.scrub(body[:2000].decode("utf-8", "replace"))}
 
 
-def _gateway_error(status: int, body: bytes, parsed: dict[str, Any] | None, detail: str | None) -> Outcome:
+def _gateway_error(status: int, body: bytes, parsed: dict[str, Any] | None, detail: str | None,
+                   code: str = GATEWAY_ERROR) -> Outcome:
     reason = f"gateway answered HTTP {status}"
     if detail:
-        reason += f": {detail[:500]}"
-    return Outcome(ok=False, remote_response=_as_remote_response(status, body, parsed), failure_reason=reason)
+        reason += f": {jsonsafe.scrub(detail[:500])}"
+    return Outcome(ok=False, remote_response=_as_remote_response(status, body, parsed),
+                   failure_reason=reason, failure_code=code)
 
 
 def _unreadable(status: int, body: bytes, parsed: dict[str, Any] | None, expected: str) -> Outcome:
@@ -191,6 +232,7 @@ def _unreadable(status: int, body: bytes, parsed: dict[str, Any] | None, expecte
         ok=False,
         remote_response=_as_remote_response(status, body, parsed),
         failure_reason=f"gateway reply could not be understood (HTTP {status}): expected {expected}",
+        failure_code=UNREADABLE_REPLY,
     )
 
 
@@ -210,15 +252,18 @@ async def send(
         async with asyncio.timeout(timeout):
             status, body = await _exchange(client, req, timeout)
     except (TimeoutError, httpx.TimeoutException):
-        return Outcome(ok=False, timed_out=True,
+        return Outcome(ok=False, failure_code=TIMEOUT,
                        failure_reason=f"gateway did not answer within {timeout:g} s")
     except httpx.ConnectError as exc:
-        return Outcome(ok=False, failure_reason=f"could not connect to the gateway: {_describe(exc)}")
+        return Outcome(ok=False, failure_code=UNREACHABLE,
+                       failure_reason=f"could not connect to the gateway: {_describe(exc)}")
     except httpx.HTTPError as exc:
-        return Outcome(ok=False, failure_reason=f"gateway connection failed: {_describe(exc)}")
+        return Outcome(ok=False, failure_code=UNREACHABLE,
+                       failure_reason=f"gateway connection failed: {_describe(exc)}")
     except Exception as exc:  # e.g. httpx.InvalidURL: the message must still end failed
         log.error("sending through gateway %s failed unexpectedly: %s", gateway.get("id"), type(exc).__name__)
-        return Outcome(ok=False, failure_reason=f"the gateway could not be called ({type(exc).__name__})")
+        return Outcome(ok=False, failure_code=UNREACHABLE,
+                       failure_reason=f"the gateway could not be called ({type(exc).__name__})")
     return wire.read(status, body)
 
 

@@ -68,7 +68,7 @@ SCHEMA: dict[str, Field] = {
     "meta": Field("object", nullable=True),
 }
 READ_ONLY = frozenset({"id", "messages_count", "created_at", "updated_at", "callback_token_previous_expires_at"})
-DEFAULTS = {"provider_type": "jasmin", "api_path": "send", "is_active": True, "use_ssl": False}
+DEFAULTS = {"provider_type": "jasmin", "is_active": True, "use_ssl": False}
 
 messages_count = (
     sa.select(sa.func.count(messages.c.id))
@@ -129,7 +129,9 @@ def like_escape(text: str) -> str:
 
 
 def default_port(values: Mapping[str, Any]) -> int:
-    return 443 if values.get("use_ssl") else 80
+    """Where a gateway of this type listens by default: Jasmin's ports, else HTTP's."""
+    port = FORMATS[values["provider_type"]].default_port
+    return port if port is not None else (443 if values.get("use_ssl") else 80)
 
 
 async def list_gateways(request: Request) -> JSONResponse:
@@ -152,6 +154,7 @@ async def list_gateways(request: Request) -> JSONResponse:
 async def insert_gateway(database, values: Mapping[str, Any]) -> dict[str, Any]:
     """Store a gateway from validated ``values``, filling in the defaults; return it."""
     values = {**DEFAULTS, **values}
+    values.setdefault("api_path", FORMATS[values["provider_type"]].default_path)
     values.setdefault("server_port", default_port(values))
     values.setdefault("callback_token", callback_tokens.generate())
     stamp = clock.now_iso()

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import callback_tokens, clock, db, dispatch
+from api import callback_tokens, clock, db, dispatch, encoding
 from api.bodies import read_body
 from api.gateways import SENDER, fetch_gateway, path_id
 from api.responses import ApiError, ok
@@ -70,6 +70,9 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
         "delivery_status": row["delivery_status"],
         "external_message_id": row["external_message_id"],
         "failure_reason": row["failure_reason"],
+        "failure_code": row["failure_code"],
+        "encoding": row["encoding"],
+        "segments": row["segments"],
         "remote_response": row["remote_response"],
         "submitted_at": row["submitted_at"],
         "delivered_at": row["delivered_at"],
@@ -106,9 +109,10 @@ async def send_message(request: Request) -> JSONResponse:
             "The from_sender field is required when the gateway has no default_sender_id."]})
     callback_url = values.get("callback_url") or default_callback_url(state.settings.public_url, gateway)
 
+    encoded = encoding.encode(values["message"])
     message_id = await insert_queued(database, gateway_id, {
         "to_number": values["to_number"], "from_sender": sender, "message": values["message"],
-        "callback_url": callback_url,
+        "callback_url": callback_url, "encoding": encoded.encoding, "segments": encoded.segments,
     })
     if message_id is None:  # deactivated or deleted since it was read: nothing stored
         if await fetch_gateway(database, gateway_id, count=False) is None:
@@ -136,7 +140,7 @@ def inactive() -> ApiError:
                     {"sms_gateway_id": ["The gateway is inactive."]})
 
 
-async def insert_queued(database, gateway_id: int, fields: dict[str, str]) -> int | None:
+async def insert_queued(database, gateway_id: int, fields: dict[str, Any]) -> int | None:
     """Store the message ``queued`` if, at that instant, its gateway exists and is active.
 
     One INSERT ... SELECT: a gateway deactivated or deleted at the same moment
@@ -158,7 +162,7 @@ async def record_outcome(database, message_id: int, gateway_id: int, outcome: di
     where = messages.c.id == message_id
     if not outcome.ok:
         await database.execute(messages.update().where(where).values(
-            delivery_status="failed", failure_reason=outcome.failure_reason,
+            delivery_status="failed", failure_reason=outcome.failure_reason, failure_code=outcome.failure_code,
             remote_response=outcome.remote_response, failed_at=stamp, updated_at=stamp,
         ))
         return

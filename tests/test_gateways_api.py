@@ -37,16 +37,23 @@ def test_given_callback_token_is_kept(make_gateway):
     assert make_gateway(callback_token=token)["callback_token"] == token
 
 
-def test_defaults_fill_what_is_omitted(client):
-    response = client.post("/api/sms-gateways", json={"name": "minimal", "server_host": "gw.example.com"})
+@pytest.mark.parametrize("provider_type, use_ssl, path, port", [
+    ("jasmin", False, "secure/send", 8080),      # Jasmin's REST API
+    ("jasmin-http", False, "send", 1401),        # Jasmin's HTTP API
+    ("http", False, "send", 80),
+    ("http", True, "send", 443),
+])
+def test_defaults_follow_the_provider_type(client, provider_type, use_ssl, path, port):
+    response = client.post("/api/sms-gateways", json={"name": "minimal", "server_host": "gw.example.com",
+                                                      "provider_type": provider_type, "use_ssl": use_ssl})
     assert response.status_code == 201
     gateway = response.json()["data"]
+    assert (gateway["api_path"], gateway["server_port"]) == (path, port)
+
+
+def test_jasmin_is_the_default_provider_type(client):
+    gateway = client.post("/api/sms-gateways", json={"name": "n", "server_host": "h"}).json()["data"]
     assert gateway["provider_type"] == "jasmin"
-    assert gateway["api_path"] == "send"
-    assert gateway["server_port"] == 80
-    secure = client.post("/api/sms-gateways", json={"name": "tls", "server_host": "gw.example.com",
-                                                    "use_ssl": True}).json()["data"]
-    assert secure["server_port"] == 443
 
 
 def test_a_form_body_creates_a_gateway_too(client):

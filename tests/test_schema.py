@@ -32,7 +32,7 @@ def test_migrate_is_idempotent_and_turns_on_wal(tmp_path):
     assert "up to date" in first.stdout and "up to date" in second.stdout
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
 
 
 def test_a_bad_setting_stops_the_command_with_its_name(tmp_path):

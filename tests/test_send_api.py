@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -141,9 +142,11 @@ def test_inactive_gateway_is_409_and_nothing_is_stored_or_sent(client, stub_gate
     assert client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages").json()["data"] == []
 
 
-def failed(response, status: int) -> dict:
+def failed(response, status: int, code: str | None = None) -> dict:
     assert response.status_code == status, response.text
     message = response.json()["data"]
+    if code is not None:
+        assert message["failure_code"] == code
     assert message["delivery_status"] == "failed"
     assert message["failed_at"].endswith("Z") and message["submitted_at"] is None
     assert message["external_message_id"] is None
@@ -152,13 +155,13 @@ def failed(response, status: int) -> dict:
 
 def test_gateway_timeout_is_504_and_failed(client, stub_gateway, stub):
     stub.answer(200, {"data": 'Success "late'}, hold=threading.Event())  # released at teardown
-    message = failed(send(client, stub_gateway), 504)
+    message = failed(send(client, stub_gateway), 504, "timeout")
     assert "did not answer within 1 s" in message["failure_reason"]
 
 
 def test_connection_refused_is_502_and_failed(client, make_gateway):
     gateway = make_gateway(server_port=free_port())  # nothing listens there
-    message = failed(send(client, gateway), 502)
+    message = failed(send(client, gateway), 502, "unreachable")
     assert "could not connect" in message["failure_reason"]
 
 
@@ -170,7 +173,7 @@ def test_gateway_hanging_up_is_502_and_failed(client, stub_gateway, stub):
 
 def test_gateway_500_is_502_with_its_error(client, stub_gateway, stub):
     stub.answer(500, {"message": 'Error "Cannot send submit_sm, check SMPPClientManagerPB log file for details"'})
-    message = failed(send(client, stub_gateway), 502)
+    message = failed(send(client, stub_gateway), 502, "gateway_error")
     assert message["failure_reason"] == (
         "gateway answered HTTP 500: Cannot send submit_sm, check SMPPClientManagerPB log file for details")
     assert message["remote_response"] == {
@@ -193,7 +196,7 @@ def test_gateway_error_without_json_keeps_the_raw_reply(client, stub_gateway, st
 @pytest.mark.parametrize("body", ["not json at all", '{"data": "Queued"}', "[1, 2, 3]"])
 def test_gateway_200_with_an_unparseable_body_is_502(client, stub_gateway, stub, body):
     stub.answer(200, body)
-    message = failed(send(client, stub_gateway), 502)
+    message = failed(send(client, stub_gateway), 502, "unreadable_reply")
     assert message["failure_reason"].startswith("gateway reply could not be understood (HTTP 200)")
     assert message["remote_response"]
 
@@ -215,6 +218,45 @@ def test_no_fault_leaves_a_message_queued(client, stub_gateway, stub):
     assert len(listing) == len(faults) + 1
     assert {m["delivery_status"] for m in listing} == {"failed"}
     assert all(m["failure_reason"] and m["failed_at"] for m in listing)
+
+
+def test_jasmin_throttling_is_recorded_as_throttled(client, stub_gateway, stub):
+    stub.answer(403, {"message": 'Error "User throughput exceeded"'})
+    message = failed(send(client, stub_gateway), 502, "throttled")
+    assert message["failure_reason"] == "gateway answered HTTP 403: User throughput exceeded"
+
+
+@pytest.mark.parametrize("text, encoding, segments", [
+    ("Hello", "gsm7", 1), ("a" * 161, "gsm7", 2), ("Привет", "ucs2", 1), ("ж" * 71, "ucs2", 2),
+])
+def test_the_message_records_its_encoding_and_segments(client, stub_gateway, stub, text, encoding, segments):
+    message = send(client, stub_gateway, message=text).json()["data"]
+    assert (message["encoding"], message["segments"]) == (encoding, segments)
+    sent = stub.received[-1].json()
+    if encoding == "gsm7":
+        assert (sent["coding"], sent["content"]) == (0, text)
+    else:
+        assert sent["coding"] == 8 and bytes.fromhex(sent["hex-content"]).decode("utf-16-be") == text
+
+
+def test_a_jasmin_http_gateway_gets_a_form_with_its_credentials(client, make_gateway, stub):
+    stub.answer(200, 'Success "http-api-1"', content_type="text/plain")
+    gateway = make_gateway(provider_type="jasmin-http", api_path="send", server_port=stub.port)
+    response = send(client, gateway, message="Hi there")
+    assert response.status_code == 201
+    message = response.json()["data"]
+    assert message["external_message_id"] == "http-api-1"
+    request = stub.received[-1]
+    assert (request.method, request.path) == ("POST", "/send")
+    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert "Authorization" not in request.headers
+    form = dict(parse_qsl(request.body.decode()))
+    assert form["username"] == "jasmin-user" and form["password"] == "jasmin-secret-pw"
+    assert (form["to"], form["content"], form["dlr-level"], form["dlr-method"]) == ("+15551234567", "Hi there",
+                                                                                      "3", "POST")
+    assert form["dlr-url"].endswith(f"/webhooks/jasmin/{gateway['id']}/dlr?token={gateway['callback_token']}")
+    # the password never shows in what smsgw returns
+    assert "jasmin-secret-pw" not in response.text
 
 
 def test_generic_http_gateway_reads_the_id_from_the_reply(client, make_gateway, stub):

@@ -23,8 +23,53 @@ def sample(name: str) -> bytes:
 def test_jasmin_rest_request():
     req = dispatch.build_jasmin_rest(GATEWAY, SUB)
     assert (req.method, req.url, req.auth) == ("POST", "http://jasmin.local:8080/secure/send", ("foo", "bar"))
-    assert req.json == {"to": "+15551234567", "from": "ACME", "content": "hello", "dlr": "yes",
+    assert req.json == {"to": "+15551234567", "from": "ACME", "coding": 0, "content": "hello", "dlr": "yes",
                         "dlr-url": "https://x/dlr?token=t", "dlr-level": 3, "dlr-method": "POST"}
+
+
+def test_text_outside_gsm7_goes_as_ucs2_hex():
+    req = dispatch.build_jasmin_rest(GATEWAY, dispatch.Submission("1", "S", "Привет €", "http://x"))
+    assert req.json["coding"] == 8 and "content" not in req.json
+    assert req.json["hex-content"] == "041f04400438043204350442002020ac"
+
+
+def test_jasmin_http_request_is_a_form_with_credentials_as_fields():
+    gateway = {**GATEWAY, "server_port": 1401, "api_path": "send"}
+    req = dispatch.build_jasmin_http(gateway, SUB)
+    assert (req.method, req.url, req.auth, req.json) == ("POST", "http://jasmin.local:1401/send", None, None)
+    assert req.form == {"username": "foo", "password": "bar", "to": "+15551234567", "from": "ACME",
+                        "coding": "0", "content": "hello", "dlr": "yes", "dlr-url": "https://x/dlr?token=t",
+                        "dlr-level": "3", "dlr-method": "POST"}
+
+
+def test_jasmin_http_success():
+    outcome = dispatch.read_jasmin_http(200, sample("http-send-200.txt"))
+    assert outcome.ok and outcome.external_id == "2f9b7a6e-5a1c-4c5e-9e57-3c1f0b5b2d11"
+    assert outcome.remote_response == {"http_status": 200, "body": 'Success "2f9b7a6e-5a1c-4c5e-9e57-3c1f0b5b2d11"'}
+
+
+@pytest.mark.parametrize("status, body, reason, code", [
+    (400, b'Error "Argument [to] has an invalid value: [abc]."', "Argument [to] has an invalid value: [abc].",
+     "gateway_error"),
+    (403, b'Error "Authentication failure for username:foo"', "Authentication failure for username:foo",
+     "gateway_error"),
+    (403, b'Error "User throughput exceeded"', "User throughput exceeded", "throttled"),
+    (412, b'Error "No route found"', "No route found", "gateway_error"),
+    (500, b'Error "Cannot send submit_sm, check SMPPClientManagerPB log file for details"',
+     "Cannot send submit_sm, check SMPPClientManagerPB log file for details", "gateway_error"),
+    (503, b'Error "Interception specific error code 503"', "Interception specific error code 503", "gateway_error"),
+])
+def test_jasmin_http_errors(status, body, reason, code):
+    outcome = dispatch.read_jasmin_http(status, body)
+    assert not outcome.ok
+    assert outcome.failure_reason == f"gateway answered HTTP {status}: {reason}"
+    assert outcome.failure_code == code
+
+
+@pytest.mark.parametrize("body", [b"", b"OK", b'Error "x"', b"Success"])
+def test_jasmin_http_unreadable_200(body):
+    outcome = dispatch.read_jasmin_http(200, body)
+    assert not outcome.ok and outcome.failure_code == "unreadable_reply"
 
 
 def test_gateway_url_forms():
@@ -46,14 +91,16 @@ def test_jasmin_rest_success_with_closing_quote_too():
     assert dispatch.read_jasmin_rest(200, b'{"data": "Success \\"abc\\""}').external_id == "abc"
 
 
-@pytest.mark.parametrize("status, name, reason", [
-    (412, "rest-send-412.json", "gateway answered HTTP 412: No route found"),
-    (403, "rest-send-403.json", "gateway answered HTTP 403: Authentication failure for username:foo"),
-    (403, "rest-send-403-throughput.json", "gateway answered HTTP 403: User throughput exceeded"),
+@pytest.mark.parametrize("status, name, reason, code", [
+    (412, "rest-send-412.json", "gateway answered HTTP 412: No route found", "gateway_error"),
+    (403, "rest-send-403.json", "gateway answered HTTP 403: Authentication failure for username:foo",
+     "gateway_error"),
+    (403, "rest-send-403-throughput.json", "gateway answered HTTP 403: User throughput exceeded", "throttled"),
 ])
-def test_jasmin_rest_errors(status, name, reason):
+def test_jasmin_rest_errors(status, name, reason, code):
     outcome = dispatch.read_jasmin_rest(status, sample(name))
     assert not outcome.ok and outcome.failure_reason == reason and outcome.external_id is None
+    assert outcome.failure_code == code
 
 
 @pytest.mark.parametrize("body", [b"", b"Success \"x\"", b'{"data": "Error \\"x\\""}', b'{"data": 5}', b"[]"])
