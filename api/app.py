@@ -52,8 +52,8 @@ def routes() -> list[Route]:
         Route("/api/sms-gateways/{id:int}/messages",
               private(messages.list_gateway_messages), methods=["GET"]),
         Route("/api/sms-messages/{id:int}", private(messages.show_message), methods=["GET"]),
-        Route("/api/sms-gateways/{id:int}/dlr", dlr.receive, methods=["POST"]),
-        Route("/webhooks/jasmin/{id:int}/dlr", dlr.receive, methods=["POST"]),
+        Route("/api/sms-gateways/{id:int}/dlr", dlr.receive, methods=["POST", "GET"]),
+        Route("/webhooks/jasmin/{id:int}/dlr", dlr.receive, methods=["POST", "GET"]),
     ]
 
 

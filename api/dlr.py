@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from api import clock, db, jsonsafe
 from api.bodies import read_body
@@ -26,6 +26,7 @@ DEFAULT_STATUS = "delivered"
 # name a gateway might give it (compared without case).
 SECRET_FIELDS = frozenset({"token", "callback_token", "x-callback-token"})
 RECEIVED = {"message": "DLR received"}
+JASMIN_ACK = "ACK/Jasmin"
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,27 @@ async def apply_receipt(database, dialect: str, gateway_id: int, receipt: Receip
     return bool(matched)
 
 
-async def receive(request: Request) -> JSONResponse:
-    state = request.app.state
-    body = await read_body(request, state.settings.max_body_bytes, empty_ok=True)
-    await apply_receipt(state.database, state.dialect, request.path_params["id"],
-                        parse_receipt(body.data))
+def from_jasmin(headers: Mapping[str, str]) -> bool:
+    """Jasmin's thrower says who it is, and asks for text/plain."""
+    return headers.get("user-agent", "").startswith("Jasmin gateway/") or \
+        headers.get("accept", "").strip().lower() == "text/plain"
+
+
+def acknowledge(headers: Mapping[str, str]) -> Response:
+    """Jasmin counts a receipt as delivered only when the body is exactly ``ACK/Jasmin``;
+    anything else makes it retry (3 more times, 30 s apart). Everyone else gets the contract's JSON."""
+    if from_jasmin(headers):
+        return PlainTextResponse(JASMIN_ACK)
     return JSONResponse(RECEIVED)
+
+
+async def receive(request: Request) -> Response:
+    """POST: fields in the body (JSON or form). GET: fields in the query string,
+    as Jasmin sends them with ``dlr-method=GET``. Either way the token is not a field."""
+    state = request.app.state
+    if request.method == "GET":
+        fields = dict(request.query_params)
+    else:
+        fields = (await read_body(request, state.settings.max_body_bytes, empty_ok=True)).data
+    await apply_receipt(state.database, state.dialect, request.path_params["id"], parse_receipt(fields))
+    return acknowledge(request.headers)

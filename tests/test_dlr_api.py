@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+WIRE = Path(__file__).parent / "wire" / "jasmin"
 ROUTES = ["/api/sms-gateways/{id}/dlr", "/webhooks/jasmin/{id}/dlr"]
 
 
@@ -141,4 +144,63 @@ def test_unreadable_receipts_are_4xx_and_change_nothing(client, anonymous, submi
 def test_the_dlr_route_needs_no_api_key_but_other_routes_do(anonymous):
     assert anonymous.post("/api/sms-gateways/1/dlr", json={}).status_code == 200
     assert anonymous.get("/api/sms-gateways/1").status_code == 401
-    assert anonymous.get("/api/sms-gateways/1/dlr").status_code == 405
+    assert anonymous.put("/api/sms-gateways/1/dlr").status_code == 405
+
+
+JASMIN_HEADERS = {"User-Agent": "Jasmin gateway/1.0 DLRThrower", "Accept": "text/plain"}
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_jasmin_gets_exactly_ack_jasmin(client, anonymous, submitted, route):
+    message = submitted()
+    response = anonymous.post(route.format(id=message["sms_gateway_id"]),
+                              headers={**JASMIN_HEADERS, "Content-Type": "application/x-www-form-urlencoded"},
+                              content=(WIRE / "dlr-level2.form").read_bytes().replace(
+                                  b"81fe3757-7dc0-46ed-a2d9-6d7801811590", message["external_message_id"].encode()),
+                              )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.content == b"ACK/Jasmin"
+    assert message_now(client, message)["delivery_status"] == "delivrd"
+
+
+@pytest.mark.parametrize("headers, ack", [
+    ({"User-Agent": "Jasmin gateway/1.0 DLRThrower"}, True),
+    ({"Accept": "text/plain"}, True),
+    ({"User-Agent": "curl/8.0", "Accept": "*/*"}, False),
+    ({"Accept": "application/json"}, False),
+])
+def test_who_gets_ack_jasmin_and_who_gets_json(anonymous, headers, ack):
+    response = anonymous.post("/webhooks/jasmin/424242/dlr", data={"id": "x"}, headers=headers)
+    assert response.status_code == 200
+    if ack:
+        assert response.text == "ACK/Jasmin"
+    else:
+        assert response.json() == {"message": "DLR received"}
+
+
+def test_jasmin_level1_then_level2_receipts_are_all_kept(client, anonymous, submitted):
+    message = submitted()
+    url = f"/webhooks/jasmin/{message['sms_gateway_id']}/dlr"
+    for name in ("dlr-level1.form", "dlr-level2.form"):
+        body = (WIRE / name).read_bytes().replace(b"81fe3757-7dc0-46ed-a2d9-6d7801811590",
+                                                  message["external_message_id"].encode())
+        anonymous.post(url, content=body, headers={**JASMIN_HEADERS,
+                                                   "Content-Type": "application/x-www-form-urlencoded"})
+    now = message_now(client, message)
+    assert now["delivery_status"] == "delivrd"
+    for key in ("id", "message_status", "level", "connector", "id_smsc", "sub", "dlvrd", "subdate", "donedate",
+                "err", "text"):
+        assert key in now["remote_response"], key
+
+
+def test_get_receipts_carry_their_fields_in_the_query(client, anonymous, submitted, stub_gateway):
+    message = submitted()
+    response = anonymous.get(f"/webhooks/jasmin/{message['sms_gateway_id']}/dlr", headers=JASMIN_HEADERS, params={
+        "id": message["external_message_id"], "message_status": "UNDELIV", "level": "2", "err": "001",
+        "token": stub_gateway["callback_token"]})
+    assert response.text == "ACK/Jasmin"
+    now = message_now(client, message)
+    assert now["delivery_status"] == "undeliv"
+    assert now["remote_response"]["err"] == "001"
+    assert "token" not in now["remote_response"]
