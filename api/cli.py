@@ -82,9 +82,10 @@ def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_simulator(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from simulator.app import Credentials, create_app
+    from simulator.app import Credentials, Knobs, create_app
 
-    app = create_app(Credentials(settings.simulator_username, settings.simulator_password))
+    knobs = Knobs(delay=settings.simulator_delay, retry_delay=settings.simulator_retry_delay)
+    app = create_app(Credentials(settings.simulator_username, settings.simulator_password), knobs)
     uvicorn.run(app, host=settings.simulator_host, port=settings.simulator_port,
                 access_log=False, log_level="warning", server_header=False)
     return 0

@@ -38,6 +38,8 @@ class Settings:
     simulator_port: int = 8025
     simulator_username: str = "demo"
     simulator_password: str = "demo-password"
+    simulator_delay: float = 1.0
+    simulator_retry_delay: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -74,6 +76,8 @@ class Settings:
             simulator_port=_int(env, "SMSGW_SIMULATOR_PORT", cls.simulator_port, low=1, high=65535),
             simulator_username=env.get("SMSGW_SIMULATOR_USERNAME") or cls.simulator_username,
             simulator_password=env.get("SMSGW_SIMULATOR_PASSWORD") or cls.simulator_password,
+            simulator_delay=_float(env, "SMSGW_SIMULATOR_DELAY", cls.simulator_delay, low=0),
+            simulator_retry_delay=_float(env, "SMSGW_SIMULATOR_RETRY_DELAY", cls.simulator_retry_delay, low=0),
         )
 
 

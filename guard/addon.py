@@ -64,6 +64,9 @@ class Guard:
     async def _decide(self, flow: http.HTTPFlow) -> None:
         request = flow.request
         raw_target = request.path
+        if not raw_target.isascii():  # raw bytes outside ASCII: no valid request target
+            refuse(flow, decision.NOT_FOUND)
+            return
         if request.authority and request.http_version.startswith("HTTP/1"):
             refuse(flow, decision.NOT_FOUND)  # absolute-form target: not how gateways call
             return
@@ -76,8 +79,9 @@ class Guard:
                 request.headers.get("X-Original-URI", ""),
                 request.headers.get_all(decision.TOKEN_HEADER),
             )
-            # nginx's auth_request understands 2xx, 401 and 403 only; a conflict is a 403 there.
-            status = 403 if verdict.status == 400 else verdict.status
+            # nginx's auth_request understands 2xx, 401 and 403 (and turns 5xx into 500):
+            # anything else that is a refusal is a 403 there.
+            status = verdict.status if verdict.status in (200, 401, 503) else 403
             reply(flow, status)
             return
         verdict, target = await self.judge(request.method, raw_target,
@@ -87,7 +91,11 @@ class Guard:
             return
         # Forward exactly the canonical path the decision was made on, without the token.
         request.path = target.path + (f"?{target.query}" if target.query else "")
-        request.headers.pop(decision.TOKEN_HEADER, None)
+        # A receipt is one plain request, nothing more: no token, no protocol switch.
+        for name in (decision.TOKEN_HEADER, "Upgrade", "Trailer"):
+            request.headers.pop(name, None)
+        if "upgrade" in request.headers.get("Connection", "").lower():
+            request.headers["Connection"] = "keep-alive"
         flow.metadata[ADMITTED] = True
 
     async def judge(self, method: str, raw_target: str, header_tokens: list[str]):

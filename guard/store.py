@@ -1,15 +1,16 @@
 """Callback tokens, read from the API's database through a short-lived cache.
 
-The guard only ever SELECTs. Every answer — a gateway's tokens, or that no
-such gateway exists — is kept for ``ttl`` seconds, so a flood of receipts (or
-of bad tokens) for one gateway costs one query per ``ttl``. That is also how
-long a rotation with no grace, or a deleted gateway, takes to reach the guard.
+The guard only ever SELECTs. It reads every gateway's tokens in one query and
+keeps them for ``ttl`` seconds: gateways are few, and a flood of receipts — with
+bad tokens, or for made-up gateway ids — then costs one query per ``ttl`` in
+all, not one per id. ``ttl`` is also how long a rotation with no grace, or a
+deleted gateway, takes to reach the guard.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -19,7 +20,6 @@ from api import db
 from api.tables import gateways
 
 DEFAULT_TTL = 5.0
-MAX_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -30,38 +30,36 @@ class Credentials:
 
 
 class TokenStore:
-    def __init__(self, database: Database, ttl: float = DEFAULT_TTL, max_entries: int = MAX_ENTRIES,
-                 clock=time.monotonic):
+    def __init__(self, database: Database, ttl: float = DEFAULT_TTL, clock=time.monotonic):
         self.database = database
         self.ttl = ttl
-        self.max_entries = max_entries
         self.clock = clock
-        self._cache: OrderedDict[int, tuple[float, Credentials | None]] = OrderedDict()
+        self._tokens: dict[int, Credentials] = {}
+        self._fresh_until = float("-inf")
+        self._lock = asyncio.Lock()
         self.queries = 0  # how often the database was asked; for tests and metrics
 
     async def credentials(self, gateway_id: int) -> Credentials | None:
         """The gateway's tokens, or None when there is no such gateway. Raises on database errors."""
-        now = self.clock()
-        cached = self._cache.get(gateway_id)
-        if cached is not None and cached[0] > now:
-            self._cache.move_to_end(gateway_id)
-            return cached[1]
+        if self.clock() >= self._fresh_until:
+            async with self._lock:  # one reload at a time; the others wait for it
+                if self.clock() >= self._fresh_until:
+                    await self._reload()
+        return self._tokens.get(gateway_id)
+
+    async def _reload(self) -> None:
         self.queries += 1
-        row = await self.database.fetch_one(
-            sa.select(gateways.c.callback_token, gateways.c.previous_callback_token,
+        rows = await self.database.fetch_all(
+            sa.select(gateways.c.id, gateways.c.callback_token, gateways.c.previous_callback_token,
                       gateways.c.previous_callback_token_expires_at)
-            .where(gateways.c.id == gateway_id)
         )
-        found = None
-        if row is not None:
+        tokens = {}
+        for row in rows:
             values = db.as_dict(row)
-            found = Credentials(values["callback_token"], values["previous_callback_token"],
-                                values["previous_callback_token_expires_at"])
-        self._cache[gateway_id] = (now + self.ttl, found)
-        self._cache.move_to_end(gateway_id)
-        while len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
-        return found
+            tokens[values["id"]] = Credentials(values["callback_token"], values["previous_callback_token"],
+                                               values["previous_callback_token_expires_at"])
+        self._tokens = tokens
+        self._fresh_until = self.clock() + self.ttl
 
     async def ping(self) -> None:
         """Raise unless the gateways table can be read (the guard's health)."""

@@ -1,39 +1,43 @@
-"""The Jasmin simulator: Jasmin's REST send API as ``../shared/reference/jasmin.md`` describes it.
+"""The Jasmin simulator: both of Jasmin's send APIs, and its DLR thrower.
 
-``POST /secure/send`` with Basic Auth and a JSON body answers exactly as Jasmin
-0.11 does: ``200 {"data": "Success \\"<uuid>"}`` (no closing quote), or an
-error status with ``{"message": "Error \\"<text>\\""}``. ``GET /_simulator/messages``
-lists what it accepted, newest first, so a demo can see the gateway's side.
-
-Partial: it does not yet throw receipts back to ``dlr-url``, nor speak Jasmin's
-HTTP API (``/send``); both come with the Jasmin interop work.
+- ``POST /secure/send`` — the REST API: Basic Auth, JSON, ``{"data": "Success \\"<id>"}``.
+- ``GET|POST /send`` — the HTTP API: credentials as fields, ``Success "<id>"`` in text/plain.
+- Receipts go back to ``dlr-url`` as Jasmin throws them: level 1 (``ESME_ROK``)
+  then level 2 (the final status), per ``dlr-level``, as a form POST or a GET per
+  ``dlr-method``, with Jasmin's headers; a receipt whose answer is not exactly
+  ``ACK/Jasmin`` is thrown again, up to ``max_retries`` more times.
+- ``GET/POST /_simulator/config`` — the knobs: ``final_status``, ``delay`` (seconds
+  before the level-2 receipt), ``duplicates`` (extra copies of each receipt),
+  ``out_of_order`` (level 2 first), ``error`` (``{"status": 412, "text": "No route
+  found"}``: every send answers that), ``retry_delay``, ``max_retries``.
+- ``GET /_simulator/messages`` and ``/_simulator/receipts`` — what it accepted and threw.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import json
-import re
+import logging
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields as dataclass_fields
+from datetime import datetime, timezone
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from api.callback_tokens import redact_url
+from simulator import wire
 
-# The keys Jasmin's send API knows (underscores arrive as dashes).
-KNOWN_KEYS = {
-    "to", "from", "coding", "content", "hex-content", "priority", "sdt", "validity-period",
-    "dlr", "dlr-url", "dlr-level", "dlr-method", "tags", "custom_tlvs",
-}
-PHONE = re.compile(r"^\+?\d+$")
-KEEP = 1000  # accepted messages remembered for /_simulator/messages
+log = logging.getLogger("smsgw.simulator")
+KEEP = 1000  # accepted messages and thrown receipts remembered for the listings
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,38 @@ class Credentials:
     password: str
 
 
-def jasmin_error(status: int, text: str) -> JSONResponse:
-    return JSONResponse({"message": f'Error "{text}"'}, status_code=status)
+@dataclass
+class Knobs:
+    final_status: str = "DELIVRD"
+    delay: float = 1.0
+    duplicates: int = 0
+    out_of_order: bool = False
+    error: dict | None = None
+    retry_delay: float = 30.0
+    max_retries: int = 3
+
+    def update(self, changes: dict) -> str | None:
+        """Apply ``changes``; return what is wrong with them instead, changing nothing."""
+        known = {f.name for f in dataclass_fields(self)}
+        for key, value in changes.items():
+            if key not in known:
+                return f"unknown knob {key!r}"
+        candidate = Knobs(**{**asdict(self), **changes})
+        if candidate.final_status not in wire.FINAL_STATUSES:
+            return f"final_status must be one of {', '.join(wire.FINAL_STATUSES)}"
+        if candidate.error is not None and not (
+            isinstance(candidate.error, dict) and isinstance(candidate.error.get("status"), int)
+            and isinstance(candidate.error.get("text"), str)
+        ):
+            return 'error must be null or {"status": <int>, "text": <str>}'
+        for name in ("delay", "retry_delay"):
+            if not isinstance(getattr(candidate, name), (int, float)) or getattr(candidate, name) < 0:
+                return f"{name} must be a number of seconds"
+        for name in ("duplicates", "max_retries"):
+            if not isinstance(getattr(candidate, name), int) or not 0 <= getattr(candidate, name) <= 10:
+                return f"{name} must be a whole number from 0 to 10"
+        self.__dict__.update(asdict(candidate))
+        return None
 
 
 def basic_auth(header: str | None) -> tuple[str, str] | None:
@@ -56,63 +90,145 @@ def basic_auth(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def check_send(body: dict) -> str | None:
-    """Jasmin's argument validation, as text for ``Error "..."``; None when the send is valid."""
-    for key in body:
-        if key not in KNOWN_KEYS:
-            return f"Argument [{key}] is unknown."
-    for key in ("to", "from"):
-        if key not in body:
-            return f"Mandatory argument [{key}] is not found."
-    if not PHONE.match(str(body["to"])):
-        return f"Argument [to] has an invalid value: [{body['to']}]."
-    if ("content" in body) == ("hex-content" in body):
-        return "content or hex-content not present."
-    dlr_url = body.get("dlr-url")
-    if dlr_url is not None and not str(dlr_url).startswith(("http://", "https://")):
-        return f"Argument [dlr-url] has an invalid value: [{dlr_url}]."
-    if str(body.get("dlr-level", 1)) not in ("1", "2", "3"):
-        return f"Argument [dlr-level] has an invalid value: [{body['dlr-level']}]."
-    return None
-
-
-def create_app(credentials: Credentials) -> Starlette:
+def create_app(credentials: Credentials, knobs: Knobs | None = None) -> Starlette:
+    knobs = knobs or Knobs()
     accepted: deque[dict] = deque(maxlen=KEEP)
+    thrown: deque[dict] = deque(maxlen=KEEP)
+    tasks: set[asyncio.Task] = set()
+    state: dict = {}
 
-    async def rest_send(request: Request) -> JSONResponse:
+    def authenticated(username: str, password: str) -> bool:
+        user_ok = hmac.compare_digest(username.encode(), credentials.username.encode())
+        password_ok = hmac.compare_digest(password.encode(), credentials.password.encode())
+        return user_ok and password_ok
+
+    def accept(fields: dict) -> str:
+        message_id = str(uuid.uuid4())
+        submitted = datetime.now(timezone.utc)
+        text = wire.text_of(fields)
+        accepted.appendleft({
+            "id": message_id, "to": fields["to"], "from": fields["from"], "content": text,
+            "coding": fields.get("coding"),
+            "dlr-url": redact_url(str(fields["dlr-url"])) if fields.get("dlr-url") else None,
+            "dlr-level": fields.get("dlr-level"), "dlr-method": fields.get("dlr-method"),
+        })
+        if wire.wants_receipts(fields):
+            task = asyncio.get_running_loop().create_task(throw_all(fields, message_id, text, submitted))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        return message_id
+
+    async def throw_all(fields: dict, message_id: str, text: str, submitted: datetime) -> None:
+        levels = wire.levels(fields)
+        if knobs.out_of_order:
+            levels = list(reversed(levels))
+        smsc_id = uuid.uuid4().hex[:10].upper()
+        for index, level in enumerate(levels):
+            if level == 2 or (knobs.out_of_order and index == 0):
+                await asyncio.sleep(knobs.delay)
+            body = wire.receipt(level, message_id, knobs.final_status, text, smsc_id,
+                                submitted, datetime.now(timezone.utc))
+            for _ in range(1 + knobs.duplicates):
+                await throw(str(fields["dlr-url"]), str(fields.get("dlr-method", "POST")).upper(), body)
+
+    async def throw(url: str, method: str, body: dict) -> None:
+        headers = {"Accept": "text/plain", "User-Agent": wire.USER_AGENT}
+        for attempt in range(1 + knobs.max_retries):
+            answer = None
+            try:
+                if method == "GET":
+                    response = await state["http"].get(url, params=body, headers=headers)
+                else:
+                    response = await state["http"].post(url, data=body, headers=headers)
+                answer = f"{response.status_code} {response.text.strip()[:80]}"
+                acked = response.status_code < 400 and response.text.strip() == wire.ACK
+            except httpx.HTTPError as exc:
+                answer, acked = type(exc).__name__, False
+            thrown.appendleft({"id": body["id"], "level": body["level"], "message_status": body["message_status"],
+                               "method": method, "attempt": attempt + 1, "answer": answer, "acked": acked})
+            if acked:
+                return
+            if attempt < knobs.max_retries:
+                await asyncio.sleep(knobs.retry_delay)
+        log.warning("receipt %s level %s dropped after %d attempts", body["id"], body["level"],
+                    1 + knobs.max_retries)
+
+    def error_reply(rest: bool, status: int, text: str) -> Response:
+        if rest:
+            return JSONResponse({"message": f'Error "{text}"'}, status_code=status)
+        return PlainTextResponse(f'Error "{text}"', status_code=status)
+
+    def send_reply(rest: bool, fields: dict) -> Response:
+        if knobs.error:
+            return error_reply(rest, knobs.error["status"], knobs.error["text"])
+        problem = wire.check_send(fields, rest=rest)
+        if problem:
+            return error_reply(rest, 400, problem)
+        message_id = accept(fields)
+        if rest:  # Jasmin strips only the trailing quote: the id is left unclosed
+            return JSONResponse({"data": f'Success "{message_id}'})
+        return PlainTextResponse(f'Success "{message_id}"')
+
+    async def rest_send(request: Request) -> Response:
         given = basic_auth(request.headers.get("authorization"))
         if given is None:
             return JSONResponse({"message": "Authentication required"}, status_code=401)
-        user_ok = hmac.compare_digest(given[0].encode(), credentials.username.encode())
-        password_ok = hmac.compare_digest(given[1].encode(), credentials.password.encode())
-        if not (user_ok and password_ok):
-            return jasmin_error(403, f"Authentication failure for username:{given[0]}")
+        if not authenticated(*given):
+            return error_reply(True, 403, f"Authentication failure for username:{given[0]}")
         try:
             body = json.loads(await request.body())
         except ValueError:
-            return jasmin_error(400, "Cannot parse request body.")
+            return error_reply(True, 400, "Cannot parse request body.")
         if not isinstance(body, dict):
-            return jasmin_error(400, "Cannot parse request body.")
-        body = {key.replace("_", "-") if key != "custom_tlvs" else key: value for key, value in body.items()}
-        problem = check_send(body)
-        if problem:
-            return jasmin_error(400, problem)
-        message_id = str(uuid.uuid4())
-        accepted.appendleft({
-            "id": message_id,
-            "to": body["to"],
-            "from": body["from"],
-            "content": body.get("content"),
-            "dlr-url": redact_url(str(body["dlr-url"])) if body.get("dlr-url") else None,
-            "dlr-level": body.get("dlr-level"),
-        })
-        # Jasmin strips only the trailing quote: the id is left unclosed.
-        return JSONResponse({"data": f'Success "{message_id}'})
+            return error_reply(True, 400, "Cannot parse request body.")
+        fields = {key if key == "custom_tlvs" else key.replace("_", "-"): value for key, value in body.items()}
+        return send_reply(True, fields)
+
+    async def http_send(request: Request) -> Response:
+        fields: dict = dict(request.query_params)
+        if request.method == "POST":
+            if request.headers.get("content-type") == "application/json":  # exactly, as Jasmin checks
+                try:
+                    body = json.loads(await request.body())
+                except ValueError:
+                    return error_reply(False, 400, "Cannot parse request body.")
+                fields.update(body if isinstance(body, dict) else {})
+            else:
+                fields.update(dict(await request.form()))
+        if "username" in fields and "password" in fields and not authenticated(
+                str(fields["username"]), str(fields["password"])):
+            return error_reply(False, 403, f"Authentication failure for username:{fields['username']}")
+        return send_reply(False, fields)
+
+    async def config(request: Request) -> JSONResponse:
+        if request.method == "POST":
+            try:
+                changes = json.loads(await request.body())
+            except ValueError:
+                return JSONResponse({"message": "send a JSON object of knobs"}, status_code=400)
+            problem = knobs.update(changes) if isinstance(changes, dict) else "send a JSON object of knobs"
+            if problem:
+                return JSONResponse({"message": problem}, status_code=422)
+        return JSONResponse({"data": asdict(knobs)})
 
     async def list_accepted(request: Request) -> JSONResponse:
         return JSONResponse({"data": list(accepted)})
 
+    async def list_thrown(request: Request) -> JSONResponse:
+        return JSONResponse({"data": list(thrown)})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        async with httpx.AsyncClient(timeout=10) as http:
+            state["http"] = http
+            yield
+            for task in list(tasks):
+                task.cancel()
+
     return Starlette(routes=[
         Route("/secure/send", rest_send, methods=["POST"]),
+        Route("/send", http_send, methods=["GET", "POST"]),
+        Route("/_simulator/config", config, methods=["GET", "POST"]),
         Route("/_simulator/messages", list_accepted, methods=["GET"]),
-    ])
+        Route("/_simulator/receipts", list_thrown, methods=["GET"]),
+    ], lifespan=lifespan)

@@ -232,6 +232,7 @@ class StubGateway:
     """A real HTTP server that records every request and answers with ``reply``."""
 
     reply: Reply = field(default_factory=Reply)
+    upcoming: list[Reply] = field(default_factory=list)  # answered first, in order, then ``reply``
     received: list[Received] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
 
@@ -249,7 +250,7 @@ class StubGateway:
                 body = self.rfile.read(length)
                 stub.received.append(Received(self.command, self.path, dict(self.headers), body))
                 stub.arrived.set()
-                reply = stub.reply
+                reply = stub.upcoming.pop(0) if stub.upcoming else stub.reply
                 if reply.hold is not None:
                     reply.hold.wait(timeout=30)
                 if reply.hang_up:

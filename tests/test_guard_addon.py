@@ -107,4 +107,41 @@ def test_the_nginx_check_endpoint_decides_from_the_original_request():
     assert check("/webhooks/jasmin/1/dlr") == 401
     assert check("/webhooks/jasmin/1/dlr?token=nope") == 403
     assert check(f"/webhooks/jasmin/1/dlr?token={TOKEN}", token="other") == 403  # conflict
-    assert check(f"/webhooks/jasmin/1/dlr?token={TOKEN}", method="DELETE") == 404
+    assert check(f"/webhooks/jasmin/1/dlr?token={TOKEN}", method="DELETE") == 403  # nginx knows no 404 here
+
+
+def test_the_token_store_reads_all_gateways_once_per_ttl():
+    from guard.store import TokenStore
+
+    class Database:
+        def __init__(self):
+            self.queries = 0
+
+        async def fetch_all(self, query):
+            self.queries += 1
+            return [{"id": 1, "callback_token": TOKEN, "previous_callback_token": None,
+                     "previous_callback_token_expires_at": None}]
+
+    class Row(dict):
+        _mapping = property(lambda self: self)
+
+    now = [0.0]
+    database = Database()
+    original = database.fetch_all
+
+    async def fetch_all(query):
+        return [Row(r) for r in await original(query)]
+
+    database.fetch_all = fetch_all
+    store = TokenStore(database, ttl=5, clock=lambda: now[0])
+
+    async def lookups():
+        found = [await store.credentials(gateway_id) for gateway_id in (1, 2, 3, 999999, 1)]
+        return found
+
+    found = asyncio.run(lookups())
+    assert found[0] == Credentials(TOKEN, None, None) and found[1:4] == [None, None, None]
+    assert database.queries == 1  # made-up ids cost nothing more
+    now[0] = 5.0
+    asyncio.run(lookups())
+    assert database.queries == 2  # expired: one reload for everyone

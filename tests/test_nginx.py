@@ -141,6 +141,28 @@ def test_the_rate_limit_answers_429(stack):
     assert set(statuses[:-1]) == {403}
 
 
+def test_head_is_not_a_receipt(stack):
+    gid, token = stack["gateway"]["id"], stack["gateway"]["callback_token"]
+    response = httpx.head(f"{stack['nginx'].url}/webhooks/jasmin/{gid}/dlr", params={"token": token}, verify=False)
+    assert response.status_code == 404
+
+
+def test_a_repeated_token_header_is_judged_on_its_first_value_only(stack, send):
+    # nginx 1.22 keeps the first of repeated headers; the guard is shown that one
+    # value, the same one the cache key holds, so no answer crosses between keys.
+    gid, token = stack["gateway"]["id"], stack["gateway"]["callback_token"]
+    url = f"{stack['nginx'].url}/webhooks/jasmin/{gid}/dlr"
+    message = send()
+    body = {"id": message["external_message_id"], "message_status": "DELIVRD"}
+    bad_first = httpx.post(url, data=body, verify=False,
+                           headers=[("X-Callback-Token", "wrong"), ("X-Callback-Token", token)])
+    assert bad_first.status_code == 403
+    good_first = httpx.post(url, data=body, verify=False,
+                            headers=[("X-Callback-Token", token), ("X-Callback-Token", "wrong")])
+    assert good_first.status_code == 200
+    assert httpx.post(url, data=body, verify=False, headers={"X-Callback-Token": token}).status_code == 200
+
+
 def test_no_token_in_any_log(stack, send):
     """Last in the module: after every request above, no log line holds a token."""
     message = send()
@@ -151,3 +173,12 @@ def test_no_token_in_any_log(stack, send):
     for name, text in logs.items():
         assert token not in text, f"the callback token is in the {name} log"
         assert stack["key"] not in text, f"the API key is in the {name} log"
+
+
+def test_with_the_guard_down_receipts_are_refused_with_503(stack, send):
+    """After the log check: it stops the guard. No decision, no receipt (fail closed)."""
+    message = send()
+    stack["guard"].process.stop()
+    response = post_dlr(stack, message, params={"token": "never-seen-before-token"})
+    assert response.status_code == 503 and response.json() == {"message": "Service unavailable."}
+    assert status_of(stack, message) == "submitted"

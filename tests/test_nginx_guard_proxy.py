@@ -60,3 +60,13 @@ def test_a_valid_token_passes_through_the_guard_to_the_api(stack):
     token = stack["gateway"]["callback_token"]
     for text in (stack["nginx"].logs(), stack["guard"].log, stack["api"].log):
         assert token not in text
+
+
+def test_with_the_api_down_the_answer_is_a_plain_503(stack):
+    """Last in the module: it stops the API. The guard's own 502 page names the
+    API's address; nginx must replace it."""
+    stack["api"].process.stop()
+    response = dlr(stack, headers={"X-Callback-Token": stack["gateway"]["callback_token"]})
+    assert response.status_code == 503
+    assert response.json() == {"message": "Service unavailable."}
+    assert "127.0.0.1" not in response.text
