@@ -3,12 +3,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export SMSGW_DATABASE_URL ?= sqlite:///var/smsgw.db
 
-.PHONY: install run test clean help
+.PHONY: install run test test-interop clean help
 
 help:
 	@echo "make install   create .venv (Python >= 3.12) and install smsgw with its dev tools"
 	@echo "make run       migrate var/smsgw.db and run the stack in the foreground"
-	@echo "make test      run the test suite"
+	@echo "make test      run the test suite (the interop tests against a real Jasmin included)"
+	@echo "make test-interop  only the interop tests against a real Jasmin"
 
 install: $(BIN)/smsgw
 
@@ -29,6 +30,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# A real Jasmin 0.11.0 (its own Python 3.11 virtualenv, created and cached in
+# var/interop/) with this machine's RabbitMQ and Redis, and our SMPP SMSC stand-in.
+test-interop: install
+	$(BIN)/python -m pytest tests/interop
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info

@@ -6,6 +6,9 @@
   then level 2 (the final status), per ``dlr-level``, as a form POST or a GET per
   ``dlr-method``, with Jasmin's headers; a receipt whose answer is not exactly
   ``ACK/Jasmin`` is thrown again, up to ``max_retries`` more times.
+- ``POST /http/send`` — a generic JSON gateway, for smsgw's ``http`` provider type:
+  Basic Auth, ``{"to", "from", "content", "dlr-url"}`` in, ``{"message_id": ...}``
+  out, and one JSON receipt ``{"message_id", "status"}`` thrown back (no ACK needed).
 - ``GET/POST /_simulator/config`` — the knobs: ``final_status``, ``delay`` (seconds
   before the level-2 receipt), ``duplicates`` (extra copies of each receipt),
   ``out_of_order`` (level 2 first), ``error`` (``{"status": 412, "text": "No route
@@ -102,7 +105,7 @@ def create_app(credentials: Credentials, knobs: Knobs | None = None) -> Starlett
         password_ok = hmac.compare_digest(password.encode(), credentials.password.encode())
         return user_ok and password_ok
 
-    def accept(fields: dict) -> str:
+    def accept(fields: dict, generic: bool = False) -> str:
         message_id = str(uuid.uuid4())
         submitted = datetime.now(timezone.utc)
         text = wire.text_of(fields)
@@ -113,7 +116,8 @@ def create_app(credentials: Credentials, knobs: Knobs | None = None) -> Starlett
             "dlr-level": fields.get("dlr-level"), "dlr-method": fields.get("dlr-method"),
         })
         if wire.wants_receipts(fields):
-            task = asyncio.get_running_loop().create_task(throw_all(fields, message_id, text, submitted))
+            thrower = throw_generic(fields, message_id) if generic else throw_all(fields, message_id, text, submitted)
+            task = asyncio.get_running_loop().create_task(thrower)
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         return message_id
@@ -130,6 +134,19 @@ def create_app(credentials: Credentials, knobs: Knobs | None = None) -> Starlett
                                 submitted, datetime.now(timezone.utc))
             for _ in range(1 + knobs.duplicates):
                 await throw(str(fields["dlr-url"]), str(fields.get("dlr-method", "POST")).upper(), body)
+
+    async def throw_generic(fields: dict, message_id: str) -> None:
+        await asyncio.sleep(knobs.delay)
+        status = "delivered" if knobs.final_status == "DELIVRD" else "failed"
+        body = {"message_id": message_id, "status": status, "reported_status": knobs.final_status}
+        for _ in range(1 + knobs.duplicates):
+            try:
+                response = await state["http"].post(str(fields["dlr-url"]), json=body)
+                answer, acked = f"{response.status_code}", response.status_code < 300
+            except httpx.HTTPError as exc:
+                answer, acked = type(exc).__name__, False
+            thrown.appendleft({"id": message_id, "level": "-", "message_status": status, "method": "POST",
+                               "attempt": 1, "answer": answer, "acked": acked})
 
     async def throw(url: str, method: str, body: dict) -> None:
         headers = {"Accept": "text/plain", "User-Agent": wire.USER_AGENT}
@@ -200,6 +217,20 @@ def create_app(credentials: Credentials, knobs: Knobs | None = None) -> Starlett
             return error_reply(False, 403, f"Authentication failure for username:{fields['username']}")
         return send_reply(False, fields)
 
+    async def generic_send(request: Request) -> Response:
+        given = basic_auth(request.headers.get("authorization"))
+        if given is None or not authenticated(*given):
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        if knobs.error:
+            return JSONResponse({"error": knobs.error["text"]}, status_code=knobs.error["status"])
+        try:
+            fields = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        if not isinstance(fields, dict) or not all(isinstance(fields.get(k), str) for k in ("to", "from", "content")):
+            return JSONResponse({"error": "to, from and content are required strings"}, status_code=422)
+        return JSONResponse({"message_id": accept(fields, generic=True), "status": "accepted"}, status_code=201)
+
     async def config(request: Request) -> JSONResponse:
         if request.method == "POST":
             try:
@@ -228,6 +259,7 @@ def create_app(credentials: Credentials, knobs: Knobs | None = None) -> Starlett
     return Starlette(routes=[
         Route("/secure/send", rest_send, methods=["POST"]),
         Route("/send", http_send, methods=["GET", "POST"]),
+        Route("/http/send", generic_send, methods=["POST"]),
         Route("/_simulator/config", config, methods=["GET", "POST"]),
         Route("/_simulator/messages", list_accepted, methods=["GET"]),
         Route("/_simulator/receipts", list_thrown, methods=["GET"]),

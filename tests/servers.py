@@ -127,9 +127,11 @@ class Guard:
         return self.process.log()
 
 
-def start_guard(workdir: Path, env: dict[str, str], upstream: str, **overrides: str) -> Guard:
-    """``smsgw guard`` on a free port, reading tokens from ``env``'s database, forwarding to ``upstream``."""
-    port = free_port()
+def start_guard(workdir: Path, env: dict[str, str], upstream: str, port: int | None = None,
+                **overrides: str) -> Guard:
+    """``smsgw guard`` on ``port`` (a free one by default), reading tokens from ``env``'s
+    database, forwarding to ``upstream``."""
+    port = port or free_port()
     env = {**env, "SMSGW_API_URL": upstream, "SMSGW_GUARD_HOST": "127.0.0.1",
            "SMSGW_GUARD_PORT": str(port), "SMSGW_GUARD_CONFDIR": str(workdir / f"guard-{port}"), **overrides}
     process = start(env, [*SMSGW, "guard"], workdir / f"guard-{port}.log")

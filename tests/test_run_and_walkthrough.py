@@ -74,8 +74,15 @@ def test_make_run_walkthrough_and_ctrl_c(stack):
     assert seen[0]["id"] == message["external_message_id"] and seen[0]["content"] == "Hello from smsgw"
     assert demo["callback_token"] not in str(seen)
 
-    # the gateway was told to send receipts through the guard
+    # the gateway was told to send receipts through the guard...
     assert seen[0]["dlr-url"] == f"{guard}/webhooks/jasmin/{demo['id']}/dlr?token=[redacted]"
+    # ...and, like Jasmin, throws them: the message ends delivered with no setup at all
+    def current():
+        return httpx.get(f"{api}/api/sms-messages/{message['id']}", headers=auth).json()["data"]
+    wait_until(lambda: current()["delivery_status"] == "delivrd", timeout=15, what="the simulator's receipts")
+    assert current()["remote_response"]["level"] == "2"
+    acks = httpx.get(f"{simulator}/_simulator/receipts").json()["data"]
+    assert {(r["level"], r["acked"]) for r in acks} == {("1", True), ("2", True)}
     receipt = {"id": message["external_message_id"], "message_status": "DELIVRD"}
     refused = httpx.post(f"{guard}/webhooks/jasmin/{demo['id']}/dlr?token=not-the-token", data=receipt)
     assert refused.status_code == 403 and refused.json() == {"message": "Forbidden."}

@@ -142,3 +142,15 @@ def test_bad_knobs_are_refused(simulator):
     response = httpx.post(simulator + "/_simulator/config", json={"final_status": "GREAT"})
     assert response.status_code == 422
     assert httpx.get(simulator + "/_simulator/config").json()["data"]["final_status"] == "DELIVRD"
+
+
+def test_the_generic_json_gateway(simulator, receiver):
+    receiver.answer(200, {"ok": True})
+    response = httpx.post(simulator + "/http/send", auth=AUTH, json={
+        "to": "1", "from": "S", "content": "hi", "dlr-url": f"http://127.0.0.1:{receiver.port}/dlr"})
+    assert response.status_code == 201
+    message_id = response.json()["message_id"]
+    wait_until(lambda: len(receiver.received) >= 1, what="the JSON receipt")
+    assert receiver.received[0].json() == {"message_id": message_id, "status": "delivered",
+                                           "reported_status": "DELIVRD"}
+    assert httpx.post(simulator + "/http/send", auth=("x", "y"), json={}).status_code == 401
