@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
@@ -105,3 +106,30 @@ http {{
     wait_until(listening, what="nginx to listen")
     assert process.popen.poll() is None, (workdir / "nginx.out").read_text()
     return Nginx(f"https://127.0.0.1:{port}", port, workdir, process)
+
+
+@contextlib.contextmanager
+def nginx_stack(workdir: Path, config_name: str):
+    """The API, the guard and nginx serving ``config_name``, a stub gateway, an API
+    client through nginx, and one gateway record pointing at the stub."""
+    import httpx
+
+    from tests.servers import StubGateway, run_smsgw, start_api, start_guard
+
+    api = start_api(workdir)
+    guard = start_guard(workdir, api.env, api.url)
+    nginx = start_nginx(workdir / "nginx", config_name, int(api.url.rsplit(":", 1)[1]), guard.port)
+    key = run_smsgw(api.env, "apikey", "create", "--name", "nginx").stdout.strip().splitlines()[-1]
+    stub = StubGateway().start()
+    client = httpx.Client(base_url=nginx.url, verify=False, headers={"Authorization": f"Bearer {key}"})
+    try:
+        gateway = client.post("/api/sms-gateways", json={
+            "name": "behind nginx", "server_host": "127.0.0.1", "server_port": stub.port,
+            "api_path": "secure/send", "default_sender_id": "X"}).json()["data"]
+        yield {"api": api, "guard": guard, "nginx": nginx, "client": client, "gateway": gateway, "stub": stub,
+               "key": key}
+    finally:
+        client.close()
+        stub.stop()
+        for process in (nginx.process, guard.process, api.process):
+            process.stop()

@@ -105,15 +105,19 @@ def start_api(workdir: Path, **overrides: str) -> Api:
     run_smsgw(env, "migrate")
     process = start(env, [*SMSGW, "api"], workdir / "api.log")
     url = f"http://127.0.0.1:{port}"
+    wait_for_start(process, lambda: healthy(url + "/healthz"), "the API")
+    return Api(url, env, process)
+
+
+def wait_for_start(process: Process, ready: Callable[[], bool], what: str) -> None:
+    """Wait until ``ready()``; fail with the process's log if it exits or never gets there."""
     try:
-        wait_until(lambda: healthy(url + "/healthz") or process.popen.poll() is not None,
-                   what="the API to answer /healthz")
+        wait_until(lambda: ready() or process.popen.poll() is not None, what=f"{what} to answer")
     except TimeoutError:
         process.stop()
         raise
     if process.popen.poll() is not None:
-        raise RuntimeError("the API exited at start:\n" + process.log())
-    return Api(url, env, process)
+        raise RuntimeError(f"{what} exited at start:\n" + process.log())
 
 
 @dataclass
@@ -136,14 +140,7 @@ def start_guard(workdir: Path, env: dict[str, str], upstream: str, port: int | N
            "SMSGW_GUARD_PORT": str(port), "SMSGW_GUARD_CONFDIR": str(workdir / f"guard-{port}"), **overrides}
     process = start(env, [*SMSGW, "guard"], workdir / f"guard-{port}.log")
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx_status(url + "/_guard/health") is not None or process.popen.poll() is not None,
-                   what="the guard to answer")
-    except TimeoutError:
-        process.stop()
-        raise
-    if process.popen.poll() is not None:
-        raise RuntimeError("the guard exited at start:\n" + process.log())
+    wait_for_start(process, lambda: httpx_status(url + "/_guard/health") is not None, "the guard")
     return Guard(url, port, process)
 
 

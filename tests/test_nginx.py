@@ -7,8 +7,8 @@ import itertools
 import httpx
 import pytest
 
-from tests.nginx import NGINX, start_nginx
-from tests.servers import StubGateway, run_smsgw, services_required, start_api, start_guard
+from tests.nginx import NGINX, nginx_stack
+from tests.servers import services_required
 
 if NGINX is None and not services_required():
     pytest.skip("nginx is not installed (make install installs it)", allow_module_level=True)
@@ -16,23 +16,8 @@ if NGINX is None and not services_required():
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("nginx")
-    api = start_api(workdir)
-    guard = start_guard(workdir, api.env, api.url)
-    nginx = start_nginx(workdir / "nginx", "smsgw.conf", int(api.url.rsplit(":", 1)[1]), guard.port)
-    key = run_smsgw(api.env, "apikey", "create", "--name", "nginx").stdout.strip().splitlines()[-1]
-    stub = StubGateway().start()
-    client = httpx.Client(base_url=nginx.url, verify=False, headers={"Authorization": f"Bearer {key}"})
-    gateway = client.post("/api/sms-gateways", json={
-        "name": "behind nginx", "server_host": "127.0.0.1", "server_port": stub.port,
-        "api_path": "secure/send", "default_sender_id": "X"}).json()["data"]
-    yield {"api": api, "guard": guard, "nginx": nginx, "client": client, "gateway": gateway, "stub": stub,
-           "key": key}
-    client.close()
-    stub.stop()
-    nginx.process.stop()
-    guard.process.stop()
-    api.process.stop()
+    with nginx_stack(tmp_path_factory.mktemp("nginx"), "smsgw.conf") as stack:
+        yield stack
 
 
 _ids = itertools.count()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.nginx import NGINX, start_nginx
-from tests.servers import StubGateway, run_smsgw, services_required, start_api, start_guard
+from tests.nginx import NGINX, nginx_stack
+from tests.servers import services_required
 
 if NGINX is None and not services_required():
     pytest.skip("nginx is not installed (make install installs it)", allow_module_level=True)
@@ -14,25 +14,12 @@ if NGINX is None and not services_required():
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("nginx-guard-proxy")
-    api = start_api(workdir)
-    guard = start_guard(workdir, api.env, api.url)
-    nginx = start_nginx(workdir / "nginx", "smsgw-guard-proxy.conf", int(api.url.rsplit(":", 1)[1]), guard.port)
-    key = run_smsgw(api.env, "apikey", "create", "--name", "variant").stdout.strip().splitlines()[-1]
-    stub = StubGateway().start()
-    stub.answer(200, {"data": 'Success "variant-1'})
-    client = httpx.Client(base_url=nginx.url, verify=False, headers={"Authorization": f"Bearer {key}"})
-    gateway = client.post("/api/sms-gateways", json={
-        "name": "variant", "server_host": "127.0.0.1", "server_port": stub.port,
-        "api_path": "secure/send", "default_sender_id": "X"}).json()["data"]
-    message = client.post(f"/api/sms-gateways/{gateway['id']}/send",
-                          json={"to_number": "1", "message": "m"}).json()["data"]
-    yield {"api": api, "guard": guard, "nginx": nginx, "client": client, "gateway": gateway, "message": message}
-    client.close()
-    stub.stop()
-    nginx.process.stop()
-    guard.process.stop()
-    api.process.stop()
+    with nginx_stack(tmp_path_factory.mktemp("nginx-guard-proxy"), "smsgw-guard-proxy.conf") as stack:
+        stack["stub"].answer(200, {"data": 'Success "variant-1'})
+        gid = stack["gateway"]["id"]
+        stack["message"] = stack["client"].post(f"/api/sms-gateways/{gid}/send",
+                                                json={"to_number": "1", "message": "m"}).json()["data"]
+        yield stack
 
 
 def dlr(stack, path=None, **kwargs):
