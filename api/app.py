@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import db, dlr, gateways, messages
+from api import db, dlr, events, gateways, housekeeping, messages, unmatched
 from api.accesslog import AccessLog
 from api.auth import require_api_key as private
 from api.config import Settings
@@ -52,6 +53,8 @@ def routes() -> list[Route]:
         Route("/api/sms-gateways/{id:int}/messages",
               private(messages.list_gateway_messages), methods=["GET"]),
         Route("/api/sms-messages/{id:int}", private(messages.show_message), methods=["GET"]),
+        Route("/api/sms-messages/{id:int}/events", private(events.list_message_events), methods=["GET"]),
+        Route("/api/sms-gateways/{id:int}/unmatched-dlrs", private(unmatched.list_unmatched), methods=["GET"]),
         Route("/api/sms-gateways/{id:int}/dlr", dlr.receive, methods=["POST", "GET"]),
         Route("/webhooks/jasmin/{id:int}/dlr", dlr.receive, methods=["POST", "GET"]),
     ]
@@ -71,9 +74,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             headers={"User-Agent": "smsgw/0.1"},
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
+        chores = asyncio.get_running_loop().create_task(
+            housekeeping.loop(app.state.database, app.state.dialect, settings))
         try:
             yield
         finally:
+            await housekeeping.stop(chores)
             await app.state.http.aclose()
             await app.state.database.disconnect()
 

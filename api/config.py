@@ -28,6 +28,8 @@ class Settings:
     gateway_timeout: float = 10.0
     callback_token_grace: int = 24 * 3600
     max_body_bytes: int = 64 * 1024
+    unmatched_ttl: int = 48 * 3600
+    housekeeping_interval: float = 60.0
     api_url: str = "http://127.0.0.1:8000"
     guard_host: str = "127.0.0.1"
     guard_port: int = 8080
@@ -66,6 +68,8 @@ class Settings:
                 env, "SMSGW_CALLBACK_TOKEN_GRACE", cls.callback_token_grace, low=0
             ),
             max_body_bytes=_int(env, "SMSGW_MAX_BODY_BYTES", cls.max_body_bytes, low=1024),
+            unmatched_ttl=_int(env, "SMSGW_UNMATCHED_TTL", cls.unmatched_ttl, low=0),
+            housekeeping_interval=_float(env, "SMSGW_HOUSEKEEPING_INTERVAL", cls.housekeeping_interval, low=0.05),
             api_url=_url(env, "SMSGW_API_URL", f"http://{host}:{port}"),
             guard_host=guard_host,
             guard_port=guard_port,

@@ -7,6 +7,8 @@ unique-constraint violation — lives here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -96,6 +98,41 @@ class JsonDocument(sa.types.TypeDecorator):
 
     def process_result_value(self, value, dialect):
         return json.loads(value) if isinstance(value, str) else value
+
+
+@contextlib.asynccontextmanager
+async def write_transaction(database: Database, dialect: str):
+    """A transaction that writes, on one connection, yielded.
+
+    SQLite: ``BEGIN IMMEDIATE`` takes the write lock up front, so the reads in
+    the transaction already see what no other writer can change. PostgreSQL:
+    an ordinary transaction; rows are locked with ``FOR UPDATE`` and keys with
+    ``lock_key``.
+    """
+    async with database.connection() as connection:
+        if dialect == "sqlite":
+            await connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                await connection.execute("ROLLBACK")
+                raise
+            await connection.execute("COMMIT")
+        else:
+            async with connection.transaction():
+                yield connection
+
+
+async def lock_key(connection, dialect: str, *parts: Any) -> None:
+    """Serialise transactions about the same thing (e.g. one gateway's external id)
+    until commit, even when no row exists yet to lock. SQLite's write lock already
+    serialises every writer."""
+    if dialect != "postgresql":
+        return
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    await connection.execute(
+        sa.select(sa.func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True)))
+    )
 
 
 def as_dict(row: Any) -> dict[str, Any]:

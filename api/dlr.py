@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from api import clock, db, jsonsafe
+from api import clock, db, jsonsafe, unmatched
 from api.bodies import read_body
-from api.tables import messages
+from api.delivery import Incoming, apply_to_message
+from api.tables import gateways, messages
 
 ID_FIELDS = ("message_id", "id", "messageId")
 STATUS_FIELDS = ("status", "message_status")
@@ -57,24 +59,44 @@ def parse_receipt(fields: Mapping[str, Any]) -> Receipt:
     return Receipt(external_id=external_id, status=jsonsafe.scrub(status.lower()[:32]), payload=payload)
 
 
-async def apply_receipt(database, dialect: str, gateway_id: int, receipt: Receipt) -> bool:
-    """One UPDATE: status, time and the merged payload together; True when a message matched."""
+async def process(state, gateway_id: int, receipt: Receipt, source_address: str | None) -> str:
+    """Apply a receipt to its message, or keep it for the message it is waiting for.
+
+    One transaction, holding the (gateway, external id) lock and the message's
+    row: two receipts for one message at the same moment are applied one after
+    the other, each deciding on what the other left, and a receipt racing the
+    send that stores its external id is either applied by this transaction or
+    found by the send's. Returns what happened: "applied", "parked" or "ignored".
+    """
     if receipt.external_id is None or gateway_id > db.MAX_ID:
-        return False
-    stamp = clock.now_iso()
-    matched = await database.fetch_all(
-        messages.update()
-        .where(messages.c.sms_gateway_id == gateway_id,
-               messages.c.external_message_id == receipt.external_id)
-        .values(
-            delivery_status=receipt.status,
-            delivered_at=stamp,
-            updated_at=stamp,
-            remote_response=db.json_merged(dialect, messages.c.remote_response, receipt.payload),
+        return "ignored"  # nothing to match it with
+    incoming = Incoming(receipt.status, receipt.payload, source_address, clock.now_iso())
+    database, dialect = state.database, state.dialect
+    async with db.write_transaction(database, dialect) as connection:
+        await db.lock_key(connection, dialect, gateway_id, receipt.external_id)
+        row = await connection.fetch_one(
+            sa.select(messages).where(messages.c.sms_gateway_id == gateway_id,
+                                      messages.c.external_message_id == receipt.external_id).with_for_update()
         )
-        .returning(messages.c.id)
-    )
-    return bool(matched)
+        if row is not None:
+            await apply_to_message(connection, dialect, db.as_dict(row), incoming)
+            return "applied"
+        known = await connection.fetch_val(sa.select(gateways.c.id).where(gateways.c.id == gateway_id))
+        if known is None:
+            return "ignored"  # no such gateway: nothing will ever match
+        await unmatched.park(connection, gateway_id, receipt.external_id, incoming,
+                             state.settings.unmatched_ttl)
+        return "parked"
+
+
+def source_of(request: Request) -> str | None:
+    """Who sent the receipt: the peer, or, when the peer is a proxy on this host
+    (the guard, nginx), the client address it put in X-Forwarded-For."""
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and peer in ("127.0.0.1", "::1"):
+        return forwarded.split(",")[0].strip()[:64]
+    return peer
 
 
 def from_jasmin(headers: Mapping[str, str]) -> bool:
@@ -99,5 +121,5 @@ async def receive(request: Request) -> Response:
         fields = dict(request.query_params)
     else:
         fields = (await read_body(request, state.settings.max_body_bytes, empty_ok=True)).data
-    await apply_receipt(state.database, state.dialect, request.path_params["id"], parse_receipt(fields))
+    await process(state, request.path_params["id"], parse_receipt(fields), source_of(request))
     return acknowledge(request.headers)

@@ -7,8 +7,8 @@ visible ``queued`` row, never a message sent with no record of it.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hashlib
+import json
 import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import callback_tokens, clock, db, dispatch, encoding
+from api import callback_tokens, clock, db, dispatch, encoding, events, pages, states, unmatched
 from api.bodies import read_body
 from api.gateways import SENDER, fetch_gateway, path_id
 from api.responses import ApiError, ok
@@ -26,8 +26,6 @@ from api.validation import Field, ValidationFailed, validate
 
 MAX_MESSAGE_CHARS = 1600  # ten concatenated UCS-2 segments and then some
 PHONE = re.compile(r"^\+?[0-9]{1,29}$")
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
 
 
 def check_url(url: str) -> str | None:
@@ -68,6 +66,8 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
         "message": row["message"],
         "callback_url": callback_tokens.redact_url(row["callback_url"]),
         "delivery_status": row["delivery_status"],
+        "state": row["state"],
+        "status_conflict": bool(row["status_conflict"]),
         "external_message_id": row["external_message_id"],
         "failure_reason": row["failure_reason"],
         "failure_code": row["failure_code"],
@@ -109,11 +109,18 @@ async def send_message(request: Request) -> JSONResponse:
             "The from_sender field is required when the gateway has no default_sender_id."]})
     callback_url = values.get("callback_url") or default_callback_url(state.settings.public_url, gateway)
 
+    key = idempotency_key(request)
+    fingerprint = request_fingerprint(values)
     encoded = encoding.encode(values["message"])
-    message_id = await insert_queued(database, gateway_id, {
-        "to_number": values["to_number"], "from_sender": sender, "message": values["message"],
-        "callback_url": callback_url, "encoding": encoded.encoding, "segments": encoded.segments,
-    })
+    fields = {"to_number": values["to_number"], "from_sender": sender, "message": values["message"],
+              "callback_url": callback_url, "encoding": encoded.encoding, "segments": encoded.segments,
+              "idempotency_key": key, "request_hash": fingerprint if key else None}
+    try:
+        message_id = await insert_queued(database, state.dialect, gateway_id, fields)
+    except Exception as exc:
+        if not (key and db.is_unique_violation(exc)):
+            raise
+        return await replay(database, gateway_id, key, fingerprint)
     if message_id is None:  # deactivated or deleted since it was read: nothing stored
         if await fetch_gateway(database, gateway_id, count=False) is None:
             raise ApiError(404, "SMS gateway not found.")
@@ -126,7 +133,7 @@ async def send_message(request: Request) -> JSONResponse:
                             dlr_url=callback_url),
         state.settings.gateway_timeout,
     )
-    await record_outcome(database, message_id, gateway_id, outcome)
+    await record_outcome(database, state.dialect, message_id, gateway_id, outcome)
     message = public(await fetch_message(database, message_id))
     if outcome.ok:
         return ok("SMS submitted successfully.", message, status=201)
@@ -140,51 +147,124 @@ def inactive() -> ApiError:
                     {"sms_gateway_id": ["The gateway is inactive."]})
 
 
-async def insert_queued(database, gateway_id: int, fields: dict[str, Any]) -> int | None:
+# --- idempotency: a retried send never sends twice ----------------------------------
+
+IDEMPOTENCY_WINDOW = 24 * 3600
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+
+def idempotency_key(request: Request) -> str | None:
+    raw = request.headers.get("idempotency-key")
+    if raw is None:
+        return None
+    if not IDEMPOTENCY_KEY.match(raw.strip()):
+        raise ValidationFailed({"Idempotency-Key": [
+            "The Idempotency-Key header must be 1 to 255 printable ASCII characters without spaces."]})
+    return raw.strip()
+
+
+def request_fingerprint(values: dict[str, Any]) -> str:
+    """The request as sent (before defaults are filled in), hashed: the same key must
+    come with the same request."""
+    canonical = json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def replay(database, gateway_id: int, key: str, fingerprint: str) -> JSONResponse:
+    """The answer to a send whose Idempotency-Key is already taken: the original
+    message when the request is the same, 422 when it is not. Nothing is sent."""
+    row = await database.fetch_one(sa.select(messages).where(
+        messages.c.sms_gateway_id == gateway_id, messages.c.idempotency_key == key))
+    if row is None:  # the other request rolled back: the caller may simply retry
+        raise ApiError(409, "A request with this Idempotency-Key is being processed; retry.",
+                       {"Idempotency-Key": ["A request with this key did not finish; retry."]})
+    original = db.as_dict(row)
+    if original["request_hash"] != fingerprint:
+        raise ValidationFailed({"Idempotency-Key": [
+            "This key was already used with a different request within 24 hours."]})
+    response = ok("This Idempotency-Key was used already: the original message is returned, "
+                  "and nothing was sent again.", public(original))
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+# --- the two writes of a send ------------------------------------------------------
+
+
+async def insert_queued(database, dialect: str, gateway_id: int, fields: dict[str, Any]) -> int | None:
     """Store the message ``queued`` if, at that instant, its gateway exists and is active.
 
     One INSERT ... SELECT: a gateway deactivated or deleted at the same moment
     cannot end up with a new message (SQLite serialises the two writes; on
     PostgreSQL the foreign key backs it up). Returns None when nothing was stored.
+    An Idempotency-Key already taken raises the unique violation; a key older
+    than the window is released first, in the same transaction.
     """
     stamp = clock.now_iso()
-    row = {"sms_gateway_id": gateway_id, **fields, "delivery_status": "queued",
-           "created_at": stamp, "updated_at": stamp}
+    row = {"sms_gateway_id": gateway_id, **fields, "delivery_status": states.QUEUED, "state": states.QUEUED,
+           "status_conflict": False, "created_at": stamp, "updated_at": stamp}
     source = sa.select(*(sa.literal(value, messages.c[name].type).label(name) for name, value in row.items()))
     source = source.where(sa.exists().where(gateways.c.id == gateway_id, gateways.c.is_active.is_(True)))
-    return await database.fetch_val(
-        messages.insert().from_select(list(row), source).returning(messages.c.id)
-    )
+    async with db.write_transaction(database, dialect) as connection:
+        if fields.get("idempotency_key"):
+            await connection.execute(messages.update().where(
+                messages.c.sms_gateway_id == gateway_id,
+                messages.c.idempotency_key == fields["idempotency_key"],
+                messages.c.created_at < clock.iso_after(-IDEMPOTENCY_WINDOW),
+            ).values(idempotency_key=None))
+        message_id = await connection.fetch_val(
+            messages.insert().from_select(list(row), source).returning(messages.c.id)
+        )
+        if message_id is not None:
+            await events.record(connection, message_id, events.STATE, changed=True, state_after=states.QUEUED,
+                                reason="stored before the gateway is contacted")
+    return message_id
 
 
-async def record_outcome(database, message_id: int, gateway_id: int, outcome: dispatch.Outcome) -> None:
+async def record_outcome(database, dialect: str, message_id: int, gateway_id: int,
+                         outcome: dispatch.Outcome) -> None:
+    """The gateway's answer: ``submitted`` (then any receipts that arrived first are
+    applied) or ``failed``. Under the (gateway, external id) lock, so a receipt for
+    this id either finds the message or is found by it."""
     stamp = clock.now_iso()
     where = messages.c.id == message_id
-    if not outcome.ok:
-        await database.execute(messages.update().where(where).values(
-            delivery_status="failed", failure_reason=outcome.failure_reason, failure_code=outcome.failure_code,
-            remote_response=outcome.remote_response, failed_at=stamp, updated_at=stamp,
-        ))
-        return
-    submitted = dict(delivery_status="submitted", external_message_id=outcome.external_id,
-                     remote_response=outcome.remote_response, submitted_at=stamp, updated_at=stamp)
-    try:
-        await database.execute(messages.update().where(where).values(**submitted))
-    except Exception as exc:
-        if not db.is_unique_violation(exc):
-            raise
-        # The gateway reused an id another message of this gateway holds. The SMS
-        # went out, so the message is submitted; receipts for that id will match
-        # the earlier message, and this one says why it will never get one.
-        holder = await database.fetch_val(sa.select(messages.c.id).where(
-            messages.c.sms_gateway_id == gateway_id,
-            messages.c.external_message_id == outcome.external_id))
-        submitted.update(
-            external_message_id=None,
-            failure_reason=(f"gateway returned id {outcome.external_id!r}, already held by message "
-                            f"{holder}; receipts cannot be matched to this message"),
-        )
-        await database.execute(messages.update().where(where).values(**submitted))
+    async with db.write_transaction(database, dialect) as connection:
+        if outcome.ok:
+            await db.lock_key(connection, dialect, gateway_id, outcome.external_id)
+        current = db.as_dict(await connection.fetch_one(sa.select(messages).where(where).with_for_update()))
+        if current["state"] != states.QUEUED:  # e.g. marked interrupted meanwhile: it stays as it is
+            await events.record(connection, message_id, events.STATE, changed=False, state_before=current["state"],
+                                state_after=current["state"], payload=outcome.remote_response,
+                                reason="the gateway's answer came after the message had left queued")
+            return
+        if not outcome.ok:
+            await connection.execute(messages.update().where(where).values(
+                state=states.FAILED, delivery_status=states.FAILED, failure_reason=outcome.failure_reason,
+                failure_code=outcome.failure_code, remote_response=outcome.remote_response,
+                failed_at=stamp, updated_at=stamp,
+            ))
+            await events.record(connection, message_id, events.STATE, changed=True, state_before=states.QUEUED,
+                                state_after=states.FAILED, reason=outcome.failure_reason or "failed",
+                                payload=outcome.remote_response)
+            return
+        submitted = dict(state=states.SUBMITTED, delivery_status=states.SUBMITTED,
+                         external_message_id=outcome.external_id, remote_response=outcome.remote_response,
+                         submitted_at=stamp, updated_at=stamp)
+        holder = await connection.fetch_val(sa.select(messages.c.id).where(
+            messages.c.sms_gateway_id == gateway_id, messages.c.external_message_id == outcome.external_id))
+        if holder is not None:
+            # The gateway reused an id another message of this gateway holds. The SMS
+            # went out, so the message is submitted; receipts for that id match the
+            # earlier message, and this one says why it will never get one.
+            submitted.update(external_message_id=None, failure_reason=(
+                f"gateway returned id {outcome.external_id!r}, already held by message {holder}; "
+                "receipts cannot be matched to this message"))
+        await connection.execute(messages.update().where(where).values(**submitted))
+        await events.record(connection, message_id, events.STATE, changed=True, state_before=states.QUEUED,
+                            state_after=states.SUBMITTED, payload=outcome.remote_response,
+                            reason=f"the gateway accepted it as {outcome.external_id!r}")
+        if holder is None:
+            await unmatched.apply_pending(connection, dialect, {**current, **submitted})
 
 
 async def show_message(request: Request) -> JSONResponse:
@@ -194,52 +274,23 @@ async def show_message(request: Request) -> JSONResponse:
     return ok("SMS message fetched successfully.", public(message))
 
 
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, number = text.partition(":")
-        if prefix == "id" and number.isdigit() and int(number) <= db.MAX_ID:
-            return int(number)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise ValidationFailed({"cursor": ["The cursor is not one this API returned."]})
-
-
 async def list_gateway_messages(request: Request) -> JSONResponse:
-    """Newest first, ``limit`` at a time; ``meta.next_cursor`` fetches the next page.
-
-    Keyset pagination (``id < cursor``) stays fast and never skips or repeats a
-    row while new messages arrive, unlike OFFSET.
-    """
+    """Newest first, ``limit`` at a time; ``meta.next_cursor`` fetches the next page (see api.pages)."""
     database = request.app.state.database
     gateway_id = path_id(request)
     if await fetch_gateway(database, gateway_id, count=False) is None:
         raise ApiError(404, "SMS gateway not found.")
-    params = request.query_params
-    filters = validate(
-        {k: params[k] for k in ("delivery_status", "to_number", "limit", "cursor") if k in params},
-        {
-            "delivery_status": Field("string", nullable=True, max_length=32),
-            "to_number": Field("string", nullable=True, max_length=30),
-            "limit": Field("integer", nullable=True, min_value=1, max_value=MAX_PAGE),
-            "cursor": Field("string", nullable=True, max_length=100),
-        },
-        from_form=True,
-    )
-    filters = {name: value for name, value in filters.items() if value is not None}
-    limit = filters.get("limit", DEFAULT_PAGE)
+    filters = pages.query_filters(request, {
+        "delivery_status": Field("string", nullable=True, max_length=32),
+        "state": Field("string", nullable=True, choices=tuple(states.RANK)),
+        "to_number": Field("string", nullable=True, max_length=30),
+    })
     query = sa.select(messages).where(messages.c.sms_gateway_id == gateway_id)
     if "delivery_status" in filters:
         query = query.where(messages.c.delivery_status == filters["delivery_status"].lower())
+    if "state" in filters:
+        query = query.where(messages.c.state == filters["state"])
     if "to_number" in filters:
         query = query.where(messages.c.to_number == filters["to_number"])
-    if "cursor" in filters:
-        query = query.where(messages.c.id < decode_cursor(filters["cursor"]))
-    rows = await database.fetch_all(query.order_by(messages.c.id.desc()).limit(limit + 1))
-    page = [public(db.as_dict(row)) for row in rows[:limit]]
-    next_cursor = encode_cursor(page[-1]["id"]) if len(rows) > limit else None
-    return ok("SMS messages fetched successfully.", page, meta={"limit": limit, "next_cursor": next_cursor})
+    items, meta = await pages.page(database, query, messages.c.id, filters, public)
+    return ok("SMS messages fetched successfully.", items, meta=meta)

@@ -63,6 +63,10 @@ messages = sa.Table(
     sa.Column("failure_code", sa.String(32)),
     sa.Column("encoding", sa.String(8)),
     sa.Column("segments", sa.Integer),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("status_conflict", sa.Boolean, nullable=False),
+    sa.Column("idempotency_key", sa.String(255)),
+    sa.Column("request_hash", sa.String(64)),
     sa.Column("remote_response", Json),
     sa.Column("submitted_at", Timestamp),
     sa.Column("delivered_at", Timestamp),
@@ -77,6 +81,47 @@ messages = sa.Table(
     ),
     sa.Index("ix_sms_messages_gateway_status_id", "sms_gateway_id", "delivery_status", "id"),
     sa.Index("ix_sms_messages_gateway_to_id", "sms_gateway_id", "to_number", "id"),
+    sa.Index("ux_sms_messages_gateway_idempotency_key", "sms_gateway_id", "idempotency_key", unique=True),
+    sa.Index("ix_sms_messages_state_created", "state", "created_at"),
+)
+
+# Every receipt and every state change, in order: a message's history.
+events = sa.Table(
+    "sms_message_events",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("message_id", Id, sa.ForeignKey("sms_messages.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # "receipt" or "state"
+    sa.Column("raw_status", sa.String(32)),
+    sa.Column("state_before", sa.String(16)),
+    sa.Column("state_after", sa.String(16)),
+    sa.Column("changed", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload", Json),
+    sa.Column("source_address", sa.String(64)),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_sms_message_events_message_id", "message_id", "id"),
+)
+
+# Receipts whose message is not known (yet): kept, applied when it is, or expired.
+unmatched_receipts = sa.Table(
+    "unmatched_receipts",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("sms_gateway_id", Id, nullable=False),
+    sa.Column("external_message_id", sa.String(255), nullable=False),
+    sa.Column("raw_status", sa.String(32), nullable=False),
+    sa.Column("payload", Json),
+    sa.Column("source_address", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False),  # pending, applied, expired
+    sa.Column("message_id", Id),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Column("resolved_at", Timestamp),
+    sa.Index("ix_unmatched_receipts_lookup", "sms_gateway_id", "external_message_id", "status"),
+    sa.Index("ix_unmatched_receipts_gateway_id", "sms_gateway_id", "id"),
+    sa.Index("ix_unmatched_receipts_status_expires", "status", "expires_at"),
 )
 
 api_keys = sa.Table(

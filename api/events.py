@@ -1,0 +1,53 @@
+"""A message's history: every receipt and every state change, kept in order.
+
+Nothing about a message's delivery is ever only overwritten: a receipt that
+changes nothing is still recorded, with the reason why not.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api import clock, db
+from api.gateways import path_id
+from api.responses import ApiError, ok
+from api.tables import events, messages
+
+RECEIPT, STATE = "receipt", "state"
+
+
+async def record(connection, message_id: int, kind: str, *, changed: bool, reason: str,
+                 raw_status: str | None = None, state_before: str | None = None,
+                 state_after: str | None = None, payload: dict | None = None,
+                 source_address: str | None = None, received_at: str | None = None) -> None:
+    stamp = clock.now_iso()
+    await connection.execute(events.insert().values(
+        message_id=message_id, kind=kind, raw_status=raw_status, state_before=state_before,
+        state_after=state_after, changed=changed, reason=reason, payload=payload,
+        source_address=source_address, received_at=received_at or stamp, created_at=stamp,
+    ))
+
+
+def public(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"], "kind": row["kind"], "raw_status": row["raw_status"],
+        "state_before": row["state_before"], "state_after": row["state_after"],
+        "changed": bool(row["changed"]), "reason": row["reason"], "payload": row["payload"],
+        "source_address": row["source_address"], "received_at": row["received_at"],
+        "recorded_at": row["created_at"],
+    }
+
+
+async def list_message_events(request: Request) -> JSONResponse:
+    database = request.app.state.database
+    message_id = path_id(request, "SMS message not found.")
+    if await database.fetch_val(sa.select(messages.c.id).where(messages.c.id == message_id)) is None:
+        raise ApiError(404, "SMS message not found.")
+    rows = await database.fetch_all(
+        sa.select(events).where(events.c.message_id == message_id).order_by(events.c.id)
+    )
+    return ok("SMS message events fetched successfully.", [public(db.as_dict(row)) for row in rows])
