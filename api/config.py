@@ -30,6 +30,7 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     unmatched_ttl: int = 48 * 3600
     housekeeping_interval: float = 60.0
+    queued_grace: float = 60.0
     api_url: str = "http://127.0.0.1:8000"
     guard_host: str = "127.0.0.1"
     guard_port: int = 8080
@@ -70,6 +71,7 @@ class Settings:
             max_body_bytes=_int(env, "SMSGW_MAX_BODY_BYTES", cls.max_body_bytes, low=1024),
             unmatched_ttl=_int(env, "SMSGW_UNMATCHED_TTL", cls.unmatched_ttl, low=0),
             housekeeping_interval=_float(env, "SMSGW_HOUSEKEEPING_INTERVAL", cls.housekeeping_interval, low=0.05),
+            queued_grace=_float(env, "SMSGW_QUEUED_GRACE", cls.queued_grace, low=0),
             api_url=_url(env, "SMSGW_API_URL", f"http://{host}:{port}"),
             guard_host=guard_host,
             guard_port=guard_port,

@@ -1,7 +1,7 @@
 """Work the API does by itself, at start and then every ``SMSGW_HOUSEKEEPING_INTERVAL``.
 
 - A message still ``queued`` well after any gateway call could have ended (the
-  gateway timeout plus a margin) was interrupted — the process died between
+  gateway timeout plus ``SMSGW_QUEUED_GRACE``, 60 s) was interrupted — the process died between
   storing it and recording the gateway's answer. It becomes ``failed`` with
   ``failure_code`` ``interrupted``. It is never resent: the gateway may have
   sent it, and a resend could deliver the SMS twice.
@@ -18,9 +18,6 @@ from api import clock, db, events, states, unmatched
 from api.tables import messages
 
 log = logging.getLogger("smsgw.housekeeping")
-
-INTERRUPTED_MARGIN = 60.0  # seconds past the gateway timeout
-
 
 async def interrupt_stale_queued(database, dialect: str, older_than: float) -> int:
     cutoff = clock.iso_after(-older_than)
@@ -41,7 +38,7 @@ async def interrupt_stale_queued(database, dialect: str, older_than: float) -> i
 
 
 async def run_once(database, dialect: str, settings) -> None:
-    interrupted = await interrupt_stale_queued(database, dialect, settings.gateway_timeout + INTERRUPTED_MARGIN)
+    interrupted = await interrupt_stale_queued(database, dialect, settings.gateway_timeout + settings.queued_grace)
     expired = await unmatched.expire(database)
     if interrupted or expired:
         log.info("housekeeping: %d queued messages marked interrupted, %d unmatched receipts expired",
