@@ -3,13 +3,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export SMSGW_DATABASE_URL ?= sqlite:///var/smsgw.db
 
-.PHONY: install run test test-interop clean help
+.PHONY: install run test test-interop bench clean help
 
 help:
 	@echo "make install   create .venv (Python >= 3.12) and install smsgw with its dev tools"
 	@echo "make run       migrate var/smsgw.db and run the stack in the foreground"
 	@echo "make test      run the test suite (the interop tests against a real Jasmin included)"
 	@echo "make test-interop  only the interop tests against a real Jasmin"
+	@echo "make bench     measure every configuration with wrk; writes bench/results.json"
 
 install: $(BIN)/smsgw
 
@@ -35,6 +36,11 @@ test: install
 # var/interop/) with this machine's RabbitMQ and Redis, and our SMPP SMSC stand-in.
 test-interop: install
 	$(BIN)/python -m pytest tests/interop
+
+# Load generator: wrk, from Debian's packages (installed here when absent).
+bench: install
+	@command -v wrk >/dev/null || scripts/install-system-packages wrk
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info

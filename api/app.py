@@ -17,6 +17,8 @@ from api import db, dlr, events, gateways, housekeeping, messages, unmatched
 from api.accesslog import AccessLog
 from api.auth import require_api_key as private
 from api.config import Settings
+from api.sqlite_writer import SqliteReceiptBatches
+from api.writer import GroupCommitWriter
 from api.responses import EXCEPTION_HANDLERS
 
 log = logging.getLogger("smsgw.api")
@@ -74,12 +76,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
             headers={"User-Agent": "smsgw/0.1"},
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
+        sqlite_path = db.sqlite_file(settings.database_url)
+        fast = SqliteReceiptBatches(sqlite_path, settings.unmatched_ttl, db.sqlite_synchronous()) \
+            if sqlite_path else None
+        app.state.writer = GroupCommitWriter(
+            app.state.database, app.state.dialect, dlr.applier(app.state.dialect, settings.unmatched_ttl),
+            commit_batch=fast.commit if fast else None)
+        app.state.writer.start()
         chores = asyncio.get_running_loop().create_task(
             housekeeping.loop(app.state.database, app.state.dialect, settings))
         try:
             yield
         finally:
             await housekeeping.stop(chores)
+            await app.state.writer.stop()
+            if fast:
+                fast.close()
             await app.state.http.aclose()
             await app.state.database.disconnect()
 

@@ -7,9 +7,11 @@ unique-constraint violation — lives here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 # How long a SQLite connection waits for another writer before giving up.
 SQLITE_BUSY_TIMEOUT_S = 15.0
+_sqlite_write_locks: dict[int, asyncio.Lock] = {}
 
 
 def dialect_of(url: str) -> str:
@@ -109,8 +112,24 @@ async def write_transaction(database: Database, dialect: str):
     an ordinary transaction; rows are locked with ``FOR UPDATE`` and keys with
     ``lock_key``.
     """
+    if dialect == "sqlite":
+        # One writer at a time in this process: waiting here costs nothing, while
+        # SQLite's own busy handler would sleep in growing steps on each conflict.
+        lock = _sqlite_write_locks.setdefault(id(database), asyncio.Lock())
+        await lock.acquire()
+    try:
+        async with _write_connection(database, dialect) as connection:
+            yield connection
+    finally:
+        if dialect == "sqlite":
+            lock.release()
+
+
+@contextlib.asynccontextmanager
+async def _write_connection(database: Database, dialect: str):
     async with database.connection() as connection:
         if dialect == "sqlite":
+            await connection.execute(f"PRAGMA synchronous={sqlite_synchronous()}")
             await connection.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
@@ -148,6 +167,15 @@ def is_unique_violation(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.IntegrityError):
         return "UNIQUE" in str(exc)
     return type(exc).__name__ == "UniqueViolationError"  # asyncpg, imported only when used
+
+
+def sqlite_synchronous() -> str:
+    """When a SQLite commit returns: ``NORMAL`` (default) — in the WAL, so it survives
+    any crash of smsgw (kill -9 included), and an OS crash or power cut may lose
+    the last moments; ``FULL`` — synced to disk, every commit paying a sync
+    (SMSGW_SQLITE_SYNCHRONOUS)."""
+    value = os.environ.get("SMSGW_SQLITE_SYNCHRONOUS", "NORMAL").upper()
+    return value if value in ("NORMAL", "FULL") else "NORMAL"
 
 
 def sqlite_pragmas() -> list[str]:

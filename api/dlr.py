@@ -59,34 +59,52 @@ def parse_receipt(fields: Mapping[str, Any]) -> Receipt:
     return Receipt(external_id=external_id, status=jsonsafe.scrub(status.lower()[:32]), payload=payload)
 
 
+@dataclass(frozen=True)
+class Work:
+    gateway_id: int
+    external_id: str
+    incoming: Incoming
+
+
 async def process(state, gateway_id: int, receipt: Receipt, source_address: str | None) -> str:
     """Apply a receipt to its message, or keep it for the message it is waiting for.
 
-    One transaction, holding the (gateway, external id) lock and the message's
-    row: two receipts for one message at the same moment are applied one after
-    the other, each deciding on what the other left, and a receipt racing the
-    send that stores its external id is either applied by this transaction or
-    found by the send's. Returns what happened: "applied", "parked" or "ignored".
+    It goes through the group-commit writer (``api.writer``): applied in a
+    transaction with others, and this returns only once that is committed.
+    Returns what happened: "applied", "parked" or "ignored".
     """
     if receipt.external_id is None or gateway_id > db.MAX_ID:
         return "ignored"  # nothing to match it with
-    incoming = Incoming(receipt.status, receipt.payload, source_address, clock.now_iso())
-    database, dialect = state.database, state.dialect
-    async with db.write_transaction(database, dialect) as connection:
-        await db.lock_key(connection, dialect, gateway_id, receipt.external_id)
+    work = Work(gateway_id, receipt.external_id,
+                Incoming(receipt.status, receipt.payload, source_address, clock.now_iso()))
+    return await state.writer.submit((gateway_id, receipt.external_id), work)
+
+
+def applier(dialect: str, unmatched_ttl: float):
+    """The writer's per-receipt step, inside its transaction.
+
+    It holds the (gateway, external id) lock and the message's row: two
+    receipts for one message are applied one after the other, each deciding on
+    what the other left; a receipt racing the send that stores its external id
+    is either applied here or found by the send's transaction.
+    """
+
+    async def apply(connection, work: Work) -> str:
+        await db.lock_key(connection, dialect, work.gateway_id, work.external_id)
         row = await connection.fetch_one(
-            sa.select(messages).where(messages.c.sms_gateway_id == gateway_id,
-                                      messages.c.external_message_id == receipt.external_id).with_for_update()
+            sa.select(messages).where(messages.c.sms_gateway_id == work.gateway_id,
+                                      messages.c.external_message_id == work.external_id).with_for_update()
         )
         if row is not None:
-            await apply_to_message(connection, dialect, db.as_dict(row), incoming)
+            await apply_to_message(connection, dialect, db.as_dict(row), work.incoming)
             return "applied"
-        known = await connection.fetch_val(sa.select(gateways.c.id).where(gateways.c.id == gateway_id))
+        known = await connection.fetch_val(sa.select(gateways.c.id).where(gateways.c.id == work.gateway_id))
         if known is None:
             return "ignored"  # no such gateway: nothing will ever match
-        await unmatched.park(connection, gateway_id, receipt.external_id, incoming,
-                             state.settings.unmatched_ttl)
+        await unmatched.park(connection, work.gateway_id, work.external_id, work.incoming, unmatched_ttl)
         return "parked"
+
+    return apply
 
 
 def source_of(request: Request) -> str | None:

@@ -58,6 +58,7 @@ class Knobs:
     error: dict | None = None
     retry_delay: float = 30.0
     max_retries: int = 3
+    throw: bool = True  # False: accept sends, throw no receipts (benchmarks of sending alone)
 
     def update(self, changes: dict) -> str | None:
         """Apply ``changes``; return what is wrong with them instead, changing nothing."""
@@ -76,6 +77,8 @@ class Knobs:
         for name in ("delay", "retry_delay"):
             if not isinstance(getattr(candidate, name), (int, float)) or getattr(candidate, name) < 0:
                 return f"{name} must be a number of seconds"
+        if not isinstance(candidate.throw, bool) or not isinstance(candidate.out_of_order, bool):
+            return "throw and out_of_order must be true or false"
         for name in ("duplicates", "max_retries"):
             if not isinstance(getattr(candidate, name), int) or not 0 <= getattr(candidate, name) <= 10:
                 return f"{name} must be a whole number from 0 to 10"
@@ -115,7 +118,7 @@ def create_app(credentials: Credentials, knobs: Knobs | None = None) -> Starlett
             "dlr-url": redact_url(str(fields["dlr-url"])) if fields.get("dlr-url") else None,
             "dlr-level": fields.get("dlr-level"), "dlr-method": fields.get("dlr-method"),
         })
-        if wire.wants_receipts(fields):
+        if knobs.throw and wire.wants_receipts(fields):
             thrower = throw_generic(fields, message_id) if generic else throw_all(fields, message_id, text, submitted)
             task = asyncio.get_running_loop().create_task(thrower)
             tasks.add(task)

@@ -55,13 +55,15 @@ class Nginx:
 
 
 def start_nginx(workdir: Path, config_name: str, api_port: int, guard_port: int) -> Nginx:
-    """Serve ``deploy/nginx/<config_name>`` with only ports and file paths changed."""
+    """Serve ``deploy/nginx/<config_name>`` (or a file at an absolute path) with only
+    ports and file paths changed."""
     assert NGINX, "nginx is not installed (make install installs it)"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "logs").mkdir(exist_ok=True)
     cert, key = self_signed(workdir)
     port = free_port()
-    site = render((DEPLOY / config_name).read_text(), {
+    source = Path(config_name) if os.path.isabs(config_name) else DEPLOY / config_name
+    site = render(source.read_text(), {
         "listen 8443 ssl;": f"listen 127.0.0.1:{port} ssl;",
         "server 127.0.0.1:8000;": f"server 127.0.0.1:{api_port};",
         "server 127.0.0.1:8080;": f"server 127.0.0.1:{guard_port};",

@@ -1,0 +1,60 @@
+"""The group-commit writer: batches, answers after commit, isolates a failing receipt."""
+
+from __future__ import annotations
+
+import asyncio
+
+from api.writer import GroupCommitWriter
+
+
+def test_waiting_receipts_share_one_commit_and_a_bad_one_fails_alone():
+    committed: list[list[str]] = []
+
+    async def commit_batch(works: list[str]) -> list[str]:
+        if "bad" in works:
+            raise ValueError("this receipt cannot be stored")
+        await asyncio.sleep(0)  # the commit
+        committed.append(list(works))
+        return [f"ok:{w}" for w in works]
+
+    async def run():
+        writer = GroupCommitWriter(None, "sqlite", apply=None, commit_batch=commit_batch)
+        writer.start()
+        jobs = [asyncio.create_task(writer.submit((1, w), w)) for w in ("a", "b", "bad", "c")]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        # later receipts go on being committed after the failure
+        after = await writer.submit((1, "d"), "d")
+        await writer.stop()
+        return results, after, writer.batches
+
+    results, after, batches = asyncio.run(run())
+    assert results[0] == "ok:a" and results[1] == "ok:b" and results[3] == "ok:c"
+    assert isinstance(results[2], ValueError)
+    assert after == "ok:d"
+    # the four arrived together: one batch tried, then retried one by one
+    assert committed[:3] == [["a"], ["b"], ["c"]] and batches == 2
+
+
+def test_a_receipt_is_answered_only_after_its_batch_is_committed():
+    order: list[str] = []
+    release = asyncio.Event
+
+    async def run():
+        gate = release()
+
+        async def commit_batch(works):
+            await gate.wait()
+            order.append("committed")
+            return ["ok"] * len(works)
+
+        writer = GroupCommitWriter(None, "sqlite", apply=None, commit_batch=commit_batch)
+        writer.start()
+        job = asyncio.create_task(writer.submit((1, "x"), "x"))
+        await asyncio.sleep(0.01)
+        assert not job.done()  # still waiting for the commit
+        gate.set()
+        order.append(await job)
+        await writer.stop()
+
+    asyncio.run(run())
+    assert order == ["committed", "ok"]
