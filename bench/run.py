@@ -99,6 +99,37 @@ def seed(url: str, messages: int) -> None:
             " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
 
+def seed_postgres(messages: int) -> str:
+    """A new PostgreSQL database of its own, seeded like ``seed``; returns its URL."""
+    from tests.servers import create_postgres_database
+
+    url = create_postgres_database()
+    run_smsgw({**os.environ, "SMSGW_DATABASE_URL": url}, "migrate")
+    stamp = clock.now_iso()
+
+    async def fill():
+        import asyncpg
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(
+                "INSERT INTO sms_gateways (id, name, provider_type, server_host, server_port, api_path, username,"
+                " password, default_sender_id, callback_token, is_active, use_ssl, created_at, updated_at)"
+                " VALUES (1, 'bench', 'jasmin', '127.0.0.1', 9, 'secure/send', 'u', 'p', 'B', $1, true, false, $2, $2)",
+                TOKEN, stamp)
+            await connection.execute("SELECT setval(pg_get_serial_sequence('sms_gateways', 'id'), 1)")
+            await connection.execute(
+                "INSERT INTO sms_messages (sms_gateway_id, to_number, from_sender, message, callback_url,"
+                " delivery_status, state, status_conflict, external_message_id, remote_response, submitted_at,"
+                " created_at, updated_at) SELECT 1, '1', 'B', 'bench', 'http://x/dlr', 'submitted', 'submitted',"
+                " false, 'bench-' || g, '{\"data\": \"Success\"}'::jsonb, $1, $1, $1"
+                " FROM generate_series(1, $2) AS g", stamp, messages)
+        finally:
+            await connection.close()
+
+    asyncio.run(fill())
+    return url
+
+
 class Stack:
     """Processes started for the run, stopped at the end whatever happens."""
 
@@ -147,8 +178,8 @@ class Stack:
         httpx.post(url + "/_simulator/config", json={"throw": False})
         return port
 
-    def nginx(self, name: str, config: str, api_port: int, guard_port: int):
-        nginx = start_nginx(self.workdir / name, config, api_port, guard_port)
+    def nginx(self, name: str, config: str, api_port: int, guard_port: int, more_api_ports=()):
+        nginx = start_nginx(self.workdir / name, config, api_port, guard_port, more_api_ports=list(more_api_ports))
         self.processes.append(nginx.process)
         return nginx.url
 
@@ -282,6 +313,24 @@ def main() -> int:
             results["memory"].append(memory_run("api", api_process, api_url, "dlr.lua", dlr_env, rate))
             grate = next((r["rps"] for r in rows if r["row"] == "dlr_guard"), 700)
             results["memory"].append(memory_run("guard", guard_process, guard_url, "dlr.lua", guarded, grate))
+        if wanted("dlr_api_pg") or wanted("dlr_nginx_2x"):
+            pg = seed_postgres(100_000)
+            results["postgres_database"] = pg.rsplit("/", 1)[1]
+            try:
+                pg_url, pg_port, _, pg_env = stack.api(pg)
+                if wanted("dlr_api_pg"):
+                    rows.append(measure("dlr_api_pg", pg_url, "dlr.lua", dlr_env))
+                if wanted("dlr_nginx_2x"):
+                    _, pg_port2, _, _ = stack.api(pg)
+                    _, pg_guard_port, _ = stack.guard(pg_env, pg_url)
+                    two = stack.nginx("nginx-2x", str(workdir / "nginx-front.conf"), pg_port, pg_guard_port,
+                                      more_api_ports=[pg_port2])
+                    rows.append(measure("dlr_nginx_2x", two, "dlr.lua", guarded))
+            finally:
+                stack.stop()
+                stack.processes.clear()
+                from tests.servers import drop_postgres_database
+                drop_postgres_database(pg)
         if wanted("dlr_api_1m"):
             db1m = f"sqlite:///{workdir / 'bench-1m.db'}"
             seed(db1m, 1_000_000)

@@ -54,9 +54,10 @@ class Nginx:
         return "\n".join(p.read_text(errors="replace") for p in sorted((self.workdir / "logs").glob("*.log")))
 
 
-def start_nginx(workdir: Path, config_name: str, api_port: int, guard_port: int) -> Nginx:
+def start_nginx(workdir: Path, config_name: str, api_port: int, guard_port: int,
+                more_api_ports: list[int] = ()) -> Nginx:
     """Serve ``deploy/nginx/<config_name>`` (or a file at an absolute path) with only
-    ports and file paths changed."""
+    ports and file paths changed; ``more_api_ports`` adds API replicas to the upstream."""
     assert NGINX, "nginx is not installed (make install installs it)"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "logs").mkdir(exist_ok=True)
@@ -65,7 +66,7 @@ def start_nginx(workdir: Path, config_name: str, api_port: int, guard_port: int)
     source = Path(config_name) if os.path.isabs(config_name) else DEPLOY / config_name
     site = render(source.read_text(), {
         "listen 8443 ssl;": f"listen 127.0.0.1:{port} ssl;",
-        "server 127.0.0.1:8000;": f"server 127.0.0.1:{api_port};",
+        "server 127.0.0.1:8000;": "".join(f"server 127.0.0.1:{p};\n    " for p in (api_port, *more_api_ports)),
         "server 127.0.0.1:8080;": f"server 127.0.0.1:{guard_port};",
         "/etc/ssl/smsgw/fullchain.pem": str(cert),
         "/etc/ssl/smsgw/privkey.pem": str(key),

@@ -1,0 +1,165 @@
+"""Two API replicas on one PostgreSQL database, a guard, and nginx in front of them.
+
+What must hold when several hosts share the work: receipts for the same messages
+arriving through different replicas end as in a single process, one
+Idempotency-Key arriving at two replicas sends one SMS, and a replica killed
+mid-load loses no receipt it acknowledged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import threading
+
+import httpx
+import pytest
+
+from tests.nginx import NGINX, start_nginx
+from tests.servers import (
+    POSTGRES_ADMIN_URL,
+    StubGateway,
+    create_postgres_database,
+    drop_postgres_database,
+    run_smsgw,
+    services_required,
+    start_api,
+    start_guard,
+    wait_until,
+)
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if NGINX is None and not services_required():
+        pytest.skip("nginx is not installed (make install installs it)")
+    try:
+        url = create_postgres_database()
+    except Exception as exc:
+        if services_required():
+            pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
+    workdir = tmp_path_factory.mktemp("replicas")
+    for name in ("a", "b"):
+        (workdir / name).mkdir()
+    a = start_api(workdir / "a", SMSGW_DATABASE_URL=url)
+    b = start_api(workdir / "b", SMSGW_DATABASE_URL=url)
+    guard = start_guard(workdir, a.env, a.url)
+    ports = [int(r.url.rsplit(":", 1)[1]) for r in (a, b)]
+    nginx = start_nginx(workdir / "nginx", "smsgw.conf", ports[0], guard.port, more_api_ports=ports[1:])
+    key = run_smsgw(a.env, "apikey", "create", "--name", "replicas").stdout.strip().splitlines()[-1]
+    stub = StubGateway().start()
+    admin = httpx.Client(base_url=a.url, headers={"Authorization": f"Bearer {key}"}, timeout=15)
+    gateway = admin.post("/api/sms-gateways", json={"name": "shared", "server_host": "127.0.0.1",
+                                                    "server_port": stub.port, "default_sender_id": "X"}).json()["data"]
+    yield {"a": a, "b": b, "guard": guard, "nginx": nginx, "key": key, "stub": stub, "admin": admin,
+           "gateway": gateway, "url": url}
+    admin.close()
+    stub.stop()
+    for process in (nginx.process, guard.process, b.process, a.process):
+        process.stop()
+    drop_postgres_database(url)
+
+
+def submit(cluster) -> dict:
+    external = f"rep-{next(_ids)}"
+    cluster["stub"].answer(200, {"data": f'Success "{external}'})
+    return cluster["admin"].post(f"/api/sms-gateways/{cluster['gateway']['id']}/send",
+                                 json={"to_number": "1", "message": "m"}).json()["data"]
+
+
+def test_nginx_spreads_the_api_over_both_replicas(cluster):
+    client = httpx.Client(base_url=cluster["nginx"].url, verify=False,
+                          headers={"Authorization": f"Bearer {cluster['key']}"})
+    for _ in range(6):
+        assert client.get("/api/sms-gateways").status_code == 200
+    assert '"GET /api/sms-gateways" 200' in cluster["a"].log
+    assert '"GET /api/sms-gateways" 200' in cluster["b"].log
+
+
+def test_racing_receipts_through_two_replicas_end_as_in_one_process(cluster):
+    gid = cluster["gateway"]["id"]
+    for pair, expected in ((("DELIVRD", "ESME_ROK"), ("delivered", "delivrd")),
+                           (("UNDELIV", "DELIVRD"), ("delivered", "delivrd")),
+                           (("ACCEPTD", "REJECTD"), ("failed", "rejectd"))):
+        for _ in range(5):
+            message = submit(cluster)
+            barrier = threading.Barrier(2)
+
+            def post(replica, status):
+                barrier.wait()
+                httpx.post(f"{replica.url}/webhooks/jasmin/{gid}/dlr",
+                           data={"id": message["external_message_id"], "message_status": status})
+
+            threads = [threading.Thread(target=post, args=(replica, status))
+                       for replica, status in zip((cluster["a"], cluster["b"]), pair)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(20)
+            final = cluster["admin"].get(f"/api/sms-messages/{message['id']}").json()["data"]
+            assert (final["state"], final["delivery_status"]) == expected, pair
+            events = cluster["admin"].get(f"/api/sms-messages/{message['id']}/events").json()["data"]
+            assert sum(e["kind"] == "receipt" for e in events) == 2
+
+
+def test_one_idempotency_key_at_two_replicas_sends_one_sms(cluster):
+    release = threading.Event()
+    stub = cluster["stub"]
+    received_before = len(stub.received)
+    stub.answer(200, {"data": f'Success "idem-{next(_ids)}'}, hold=release)
+    headers = {"Authorization": f"Bearer {cluster['key']}", "Idempotency-Key": f"two-replicas-{next(_ids)}"}
+    barrier, results = threading.Barrier(4), []
+
+    def post(replica):
+        with httpx.Client(base_url=replica.url, headers=headers, timeout=20) as own:
+            barrier.wait()
+            results.append(own.post(f"/api/sms-gateways/{cluster['gateway']['id']}/send",
+                                    json={"to_number": "1", "message": "once"}))
+
+    threads = [threading.Thread(target=post, args=(replica,))
+               for replica in (cluster["a"], cluster["b"], cluster["a"], cluster["b"])]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(results) >= 3, timeout=20, what="the duplicates to be answered")
+    release.set()
+    for thread in threads:
+        thread.join(20)
+    assert len(stub.received) - received_before == 1
+    assert len({r.json()["data"]["id"] for r in results}) == 1
+
+
+def test_a_replica_killed_mid_load_loses_no_acknowledged_receipt(cluster, tmp_path):
+    """A third replica takes receipts and is killed with SIGKILL mid-load; every
+    receipt it answered 200 must be in the shared database."""
+    messages = [submit(cluster) for _ in range(40)]
+    victim = start_api(tmp_path, SMSGW_DATABASE_URL=cluster["url"])
+    gid = cluster["gateway"]["id"]
+    acked, stop = [], threading.Event()
+
+    def load(offset):
+        with httpx.Client(base_url=victim.url, timeout=5) as own:
+            for index in range(offset, len(messages), 4):
+                if stop.is_set():
+                    return
+                try:
+                    response = own.post(f"/webhooks/jasmin/{gid}/dlr", data={
+                        "id": messages[index]["external_message_id"], "message_status": "DELIVRD"})
+                except httpx.HTTPError:
+                    return
+                if response.status_code == 200:
+                    acked.append(messages[index])
+
+    threads = [threading.Thread(target=load, args=(offset,)) for offset in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(acked) >= 10, timeout=20, what="some receipts to be acknowledged")
+    victim.process.popen.send_signal(signal.SIGKILL)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    for message in acked:
+        stored = cluster["admin"].get(f"/api/sms-messages/{message['id']}").json()["data"]
+        assert stored["state"] == "delivered", message["id"]
