@@ -33,8 +33,8 @@ async def apply_to_message(connection, dialect: str, message: Mapping[str, Any],
             delivered_at=receipt.received_at, updated_at=clock.now_iso(),
             remote_response=db.json_merged(dialect, messages.c.remote_response, receipt.payload),
         )
-        if decision.state == states.FAILED:
-            values["failed_at"] = receipt.received_at
+        # failed_at says when it failed, if it is failed now (delivered wins over a failure)
+        values["failed_at"] = receipt.received_at if decision.state == states.FAILED else None
     if decision.conflict and not message["status_conflict"]:
         values["status_conflict"] = True
     if values:

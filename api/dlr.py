@@ -29,6 +29,7 @@ DEFAULT_STATUS = "delivered"
 SECRET_FIELDS = frozenset({"token", "callback_token", "x-callback-token"})
 RECEIVED = {"message": "DLR received"}
 JASMIN_ACK = "ACK/Jasmin"
+MAX_EXTERNAL_ID = 255  # sms_messages.external_message_id
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ def parse_receipt(fields: Mapping[str, Any]) -> Receipt:
     status from ``status``, else ``message_status``, else ``delivered``; lowercased."""
     external_id = next((t for t in (_text(fields.get(k)) for k in ID_FIELDS) if t), None)
     if external_id is not None:
-        external_id = jsonsafe.scrub(external_id)
+        # Longer than any id smsgw stores: it can never match, so it is no id at all.
+        external_id = jsonsafe.scrub(external_id) if len(external_id) <= MAX_EXTERNAL_ID else None
     status = next((t for t in (_text(fields.get(k)) for k in STATUS_FIELDS) if t), DEFAULT_STATUS)
     payload = jsonsafe.scrub({
         key: value for key, value in fields.items() if key.lower() not in SECRET_FIELDS

@@ -14,7 +14,7 @@ from api import callback_tokens, clock, db
 from api.bodies import read_body
 from api.dispatch import FORMATS
 from api.responses import ApiError, ok
-from api.tables import gateways, messages
+from api.tables import gateways, messages, unmatched_receipts
 from api.validation import Field, validate
 
 LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -213,6 +213,10 @@ async def delete_gateway(request: Request) -> JSONResponse:
         gateways.delete().where(gateways.c.id == gateway_id, ~has_messages).returning(gateways.c.id)
     )
     if deleted is not None:
+        # receipts still waiting for one of its messages never will: they expire (kept, never deleted)
+        await database.execute(unmatched_receipts.update().where(
+            unmatched_receipts.c.sms_gateway_id == deleted, unmatched_receipts.c.status == "pending",
+        ).values(status="expired", resolved_at=clock.now_iso()))
         return ok("SMS gateway deleted successfully.", {"id": deleted})
     gateway = await get_or_404(request)
     raise ApiError(

@@ -99,18 +99,20 @@ async def send_message(request: Request) -> JSONResponse:
     gateway = await fetch_gateway(database, gateway_id, count=False)
     if gateway is None:
         raise ApiError(404, "SMS gateway not found.")
-    if not gateway["is_active"]:
-        raise inactive()
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SEND_SCHEMA, from_form=body.from_form)
+    key = idempotency_key(request)
+    fingerprint = request_fingerprint(values)
+    if key and await key_taken(database, gateway_id, key):
+        return await replay(database, gateway_id, key, fingerprint)  # even if deactivated since
+    if not gateway["is_active"]:
+        raise inactive()
     sender = values.get("from_sender") or gateway["default_sender_id"]
     if not sender:
         raise ValidationFailed({"from_sender": [
             "The from_sender field is required when the gateway has no default_sender_id."]})
     callback_url = values.get("callback_url") or default_callback_url(state.settings.public_url, gateway)
 
-    key = idempotency_key(request)
-    fingerprint = request_fingerprint(values)
     encoded = encoding.encode(values["message"])
     fields = {"to_number": values["to_number"], "from_sender": sender, "message": values["message"],
               "callback_url": callback_url, "encoding": encoded.encoding, "segments": encoded.segments,
@@ -150,6 +152,7 @@ def inactive() -> ApiError:
 # --- idempotency: a retried send never sends twice ----------------------------------
 
 IDEMPOTENCY_WINDOW = 24 * 3600
+MAX_EXTERNAL_ID = 255  # sms_messages.external_message_id
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 
@@ -168,6 +171,13 @@ def request_fingerprint(values: dict[str, Any]) -> str:
     come with the same request."""
     canonical = json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def key_taken(database, gateway_id: int, key: str) -> bool:
+    """Is ``key`` held by a message of this gateway from within the window?"""
+    return await database.fetch_val(sa.select(messages.c.id).where(
+        messages.c.sms_gateway_id == gateway_id, messages.c.idempotency_key == key,
+        messages.c.created_at >= clock.iso_after(-IDEMPOTENCY_WINDOW))) is not None
 
 
 async def replay(database, gateway_id: int, key: str, fingerprint: str) -> JSONResponse:
@@ -229,13 +239,37 @@ async def record_outcome(database, dialect: str, message_id: int, gateway_id: in
     stamp = clock.now_iso()
     where = messages.c.id == message_id
     async with db.write_transaction(database, dialect) as connection:
-        if outcome.ok:
+        if outcome.ok and len(outcome.external_id) <= MAX_EXTERNAL_ID:
             await db.lock_key(connection, dialect, gateway_id, outcome.external_id)
         current = db.as_dict(await connection.fetch_one(sa.select(messages).where(where).with_for_update()))
-        if current["state"] != states.QUEUED:  # e.g. marked interrupted meanwhile: it stays as it is
+        external_id, id_problem = outcome.external_id, None
+        if outcome.ok and len(external_id) > MAX_EXTERNAL_ID:
+            external_id, id_problem = None, (
+                f"gateway returned an id of {len(outcome.external_id)} characters (at most {MAX_EXTERNAL_ID} are "
+                "kept); receipts cannot be matched to this message")
+        elif outcome.ok:
+            holder = await connection.fetch_val(sa.select(messages.c.id).where(
+                messages.c.sms_gateway_id == gateway_id, messages.c.external_message_id == external_id,
+                messages.c.id != message_id))
+            if holder is not None:
+                # The gateway reused an id another message of this gateway holds. The SMS
+                # went out, so the message is submitted; receipts for that id match the
+                # earlier message, and this one says why it will never get one.
+                external_id, id_problem = None, (
+                    f"gateway returned id {outcome.external_id!r}, already held by message {holder}; "
+                    "receipts cannot be matched to this message")
+        if current["state"] != states.QUEUED:
+            # e.g. marked interrupted meanwhile: the state stays, but an accepted send
+            # keeps its external id, so its receipts still find it (and, if it was
+            # delivered after all, "delivered wins" says so, flagged).
+            if outcome.ok and external_id is not None:
+                await connection.execute(messages.update().where(where).values(
+                    external_message_id=external_id, submitted_at=stamp, updated_at=stamp))
             await events.record(connection, message_id, events.STATE, changed=False, state_before=current["state"],
                                 state_after=current["state"], payload=outcome.remote_response,
                                 reason="the gateway's answer came after the message had left queued")
+            if outcome.ok and external_id is not None:
+                await unmatched.apply_pending(connection, dialect, {**current, "external_message_id": external_id})
             return
         if not outcome.ok:
             await connection.execute(messages.update().where(where).values(
@@ -247,23 +281,15 @@ async def record_outcome(database, dialect: str, message_id: int, gateway_id: in
                                 state_after=states.FAILED, reason=outcome.failure_reason or "failed",
                                 payload=outcome.remote_response)
             return
-        submitted = dict(state=states.SUBMITTED, delivery_status=states.SUBMITTED,
-                         external_message_id=outcome.external_id, remote_response=outcome.remote_response,
-                         submitted_at=stamp, updated_at=stamp)
-        holder = await connection.fetch_val(sa.select(messages.c.id).where(
-            messages.c.sms_gateway_id == gateway_id, messages.c.external_message_id == outcome.external_id))
-        if holder is not None:
-            # The gateway reused an id another message of this gateway holds. The SMS
-            # went out, so the message is submitted; receipts for that id match the
-            # earlier message, and this one says why it will never get one.
-            submitted.update(external_message_id=None, failure_reason=(
-                f"gateway returned id {outcome.external_id!r}, already held by message {holder}; "
-                "receipts cannot be matched to this message"))
+        submitted = dict(state=states.SUBMITTED, delivery_status=states.SUBMITTED, external_message_id=external_id,
+                         remote_response=outcome.remote_response, submitted_at=stamp, updated_at=stamp)
+        if id_problem:
+            submitted["failure_reason"] = id_problem
         await connection.execute(messages.update().where(where).values(**submitted))
         await events.record(connection, message_id, events.STATE, changed=True, state_before=states.QUEUED,
                             state_after=states.SUBMITTED, payload=outcome.remote_response,
-                            reason=f"the gateway accepted it as {outcome.external_id!r}")
-        if holder is None:
+                            reason=f"the gateway accepted it as {outcome.external_id[:300]!r}")
+        if external_id is not None:
             await unmatched.apply_pending(connection, dialect, {**current, **submitted})
 
 

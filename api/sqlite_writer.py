@@ -26,7 +26,7 @@ SELECT_MESSAGE = ("SELECT id, state, delivery_status, status_conflict, remote_re
 # change the row between this read and this write. (json_patch in SQL costs
 # three times as much.)
 UPDATE_CHANGED = ("UPDATE sms_messages SET state = ?, delivery_status = ?, delivered_at = ?, updated_at = ?, "
-                  "failed_at = CASE WHEN ? THEN ? ELSE failed_at END, "
+                  "failed_at = ?, "
                   "status_conflict = status_conflict OR ?, remote_response = ? WHERE id = ?")
 FLAG_CONFLICT = "UPDATE sms_messages SET status_conflict = 1 WHERE id = ? AND status_conflict = 0"
 INSERT_EVENT = ("INSERT INTO sms_message_events (message_id, kind, raw_status, state_before, state_after, changed, "
@@ -57,13 +57,20 @@ class SqliteReceiptBatches:
 
     def apply_batch(self, works: list) -> list[str]:
         connection = self._connect()
-        connection.execute("BEGIN IMMEDIATE")
         try:
+            connection.execute("BEGIN IMMEDIATE")
             results = [self._apply(connection, work) for work in works]
+            connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            # Whatever failed, the COMMIT included (disk full, I/O error), leave no
+            # transaction open: it would hold the write lock and refuse every next BEGIN.
+            try:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+            except sqlite3.Error:
+                connection.close()
+                self.connection = None
             raise
-        connection.execute("COMMIT")
         return results
 
     def _apply(self, connection: sqlite3.Connection, work) -> str:
@@ -84,7 +91,7 @@ class SqliteReceiptBatches:
             failed = decision.state == states.FAILED
             connection.execute(UPDATE_CHANGED, (
                 decision.state, decision.delivery_status, incoming.received_at, clock.now_iso(),
-                failed, incoming.received_at, decision.conflict,
+                incoming.received_at if failed else None, decision.conflict,
                 json.dumps(merged, separators=(",", ":")), message_id))
         elif decision.conflict and not conflicted:
             connection.execute(FLAG_CONFLICT, (message_id,))

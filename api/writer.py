@@ -51,11 +51,14 @@ class GroupCommitWriter:
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.batches = 0
+        self.stopped = False
+        self._current: list[Job] = []
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        self.stopped = True
         if self.task is not None:
             self.task.cancel()
             try:
@@ -69,31 +72,36 @@ class GroupCommitWriter:
 
     async def submit(self, key: tuple, work: object) -> str:
         """Queue ``work`` and wait until it is committed; return what ``apply`` said."""
+        if self.stopped or self.task is None or self.task.done():
+            raise RuntimeError("the receipt writer is not running")
         job = Job(key, work)
         await self.queue.put(job)
         return await job.done
 
     async def _run(self) -> None:
-        while True:
-            batch = [await self.queue.get()]
-            while len(batch) < self.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            self.batches += 1
-            try:
-                results = await self._commit(batch)
-            except asyncio.CancelledError:
-                for job in batch:
+        try:
+            while True:
+                batch = self._current = [await self.queue.get()]
+                while len(batch) < self.max_batch and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                self.batches += 1
+                try:
+                    results = await self._commit(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("a batch of %d receipts failed (%s); applying them one by one",
+                                len(batch), type(exc).__name__)
+                    await self._one_by_one(batch)
+                    continue
+                for job, result in zip(batch, results):
                     if not job.done.done():
-                        job.done.set_exception(RuntimeError("the writer stopped"))
-                raise
-            except Exception as exc:
-                log.warning("a batch of %d receipts failed (%s); applying them one by one",
-                            len(batch), type(exc).__name__)
-                await self._one_by_one(batch)
-                continue
-            for job, result in zip(batch, results):
+                        job.done.set_result(result)
+        finally:
+            # Stopped (or broken): nobody waits forever on a receipt taken off the queue.
+            for job in self._current:
                 if not job.done.done():
-                    job.done.set_result(result)
+                    job.done.set_exception(RuntimeError("the writer stopped"))
 
     async def _commit(self, batch: list[Job]) -> list[str]:
         if self.commit_batch is not None:

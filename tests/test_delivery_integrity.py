@@ -294,3 +294,44 @@ def test_unmatched_receipts_expire_and_are_never_deleted(tmp_path):
         assert client.get(url).json()["data"][0]["resolved_at"]
     finally:
         api.process.stop()
+
+
+# --- found in review ----------------------------------------------------------------------
+
+
+def test_a_receipt_id_too_long_to_store_is_answered_and_ignored(client, anonymous, stub_gateway):
+    response = anonymous.post(f"/api/sms-gateways/{stub_gateway['id']}/dlr",
+                              json={"message_id": "x" * 300, "status": "DELIVRD"})
+    assert response.status_code == 200 and response.json() == {"message": "DLR received"}
+    assert client.get(f"/api/sms-gateways/{stub_gateway['id']}/unmatched-dlrs").json()["data"] == []
+
+
+def test_a_gateway_id_too_long_to_store_leaves_the_message_submitted_and_says_why(client, make_gateway, stub):
+    gateway = make_gateway(provider_type="http", api_path="send", server_port=stub.port)
+    stub.answer(200, {"message_id": "y" * 300})
+    response = client.post(f"/api/sms-gateways/{gateway['id']}/send", json={"to_number": "1", "message": "m"})
+    assert response.status_code == 201
+    message = response.json()["data"]
+    assert message["state"] == "submitted" and message["external_message_id"] is None
+    assert "300 characters" in message["failure_reason"]
+
+
+def test_failed_at_goes_when_delivered_wins(client, anonymous, submit):
+    message = submit()
+    receipt(anonymous, message, "UNDELIV")
+    assert now(client, message)["failed_at"] is not None
+    receipt(anonymous, message, "DELIVRD")
+    final = now(client, message)
+    assert final["state"] == "delivered" and final["failed_at"] is None and final["status_conflict"]
+
+
+def test_a_retry_with_its_key_after_deactivation_returns_the_original(client, stub_gateway, stub):
+    headers = {"Idempotency-Key": f"before-deactivation-{next(_ids)}"}
+    body = {"to_number": "1", "message": "m"}
+    first = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json=body, headers=headers)
+    client.patch(f"/api/sms-gateways/{stub_gateway['id']}", json={"is_active": False})
+    again = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json=body, headers=headers)
+    assert again.status_code == 200 and again.json()["data"]["id"] == first.json()["data"]["id"]
+    fresh = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json=body,
+                        headers={"Idempotency-Key": f"new-{next(_ids)}"})
+    assert fresh.status_code == 409

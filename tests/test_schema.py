@@ -48,3 +48,27 @@ def test_a_bad_setting_stops_the_command_with_its_name(tmp_path):
     assert result.stderr.startswith("smsgw: SMSGW_DATABASE_URL must start with sqlite:/// or postgresql://")
     result = run_smsgw({"SMSGW_API_PORT": "eighty", "PATH": "/usr/bin:/bin"}, "api", check=False)
     assert result.returncode == 2 and "SMSGW_API_PORT" in result.stderr
+
+
+def test_old_rows_get_the_state_their_raw_status_means(tmp_path):
+    from alembic import command
+
+    from api.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(alembic_config(url), "0002")
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.execute("INSERT INTO sms_gateways (id, name, provider_type, server_host, server_port, api_path,"
+                   " callback_token, is_active, use_ssl, created_at, updated_at)"
+                   " VALUES (1, 'g', 'jasmin', 'h', 1, 'p', 't', 1, 0, 'x', 'x')")
+        for n, raw in enumerate(["delivrd", "esme_rok", "undeliv", "esme_rinvdstadr", "esme_rthrottled",
+                                 "submitted", "weird"]):
+            db.execute("INSERT INTO sms_messages (sms_gateway_id, to_number, from_sender, message, callback_url,"
+                       " delivery_status, created_at, updated_at) VALUES (1, ?, 's', 'm', 'u', ?, 'x', 'x')",
+                       (str(n), raw))
+    command.upgrade(alembic_config(url), "head")
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        states = dict(db.execute("SELECT delivery_status, state FROM sms_messages"))
+    assert states == {"delivrd": "delivered", "esme_rok": "accepted", "undeliv": "failed",
+                      "esme_rinvdstadr": "failed", "esme_rthrottled": "submitted", "submitted": "submitted",
+                      "weird": "submitted"}

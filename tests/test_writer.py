@@ -58,3 +58,28 @@ def test_a_receipt_is_answered_only_after_its_batch_is_committed():
 
     asyncio.run(run())
     assert order == ["committed", "ok"]
+
+
+def test_a_stopped_writer_answers_every_waiting_receipt_and_refuses_new_ones():
+    async def run():
+        gate = asyncio.Event()
+
+        async def commit_batch(works):
+            await gate.wait()  # never set: the writer is stopped mid-commit
+            return ["ok"] * len(works)
+
+        writer = GroupCommitWriter(None, "sqlite", apply=None, commit_batch=commit_batch)
+        writer.start()
+        jobs = [asyncio.create_task(writer.submit((1, w), w)) for w in "abc"]
+        await asyncio.sleep(0.01)
+        await writer.stop()
+        results = await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout=2)
+        try:
+            await writer.submit((1, "late"), "late")
+        except RuntimeError as exc:
+            late = exc
+        return results, late
+
+    results, late = asyncio.run(run())
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert "not running" in str(late)

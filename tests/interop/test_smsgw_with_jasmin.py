@@ -48,7 +48,10 @@ def send(smsgw, provider: str, to: str, text: str = "hello from smsgw") -> dict:
                                     json={"to_number": to, "message": text})
     assert response.status_code == 201, response.text
     message = response.json()["data"]
-    assert message["delivery_status"] == "submitted"
+    # Jasmin answers /send while its SMPP submit runs: its level-1 receipt can
+    # come before smsgw has stored the id, is kept, and is applied the moment the
+    # id is recorded, so the send's own answer may already say "accepted".
+    assert (message["state"], message["delivery_status"]) in (("submitted", "submitted"), ("accepted", "esme_rok"))
     assert re.fullmatch(r"[0-9a-f-]{36}", message["external_message_id"])
     return message
 

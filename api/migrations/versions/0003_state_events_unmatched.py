@@ -19,7 +19,7 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Timestamp = sa.String(32)
 
 # The state of rows written before this migration, from their raw status (frozen copy).
-BACKFILL = """
+BACKFILL = r"""
 UPDATE sms_messages SET state = CASE
     WHEN delivery_status IN ('queued', 'submitted', 'failed') THEN delivery_status
     WHEN delivery_status IN ('delivrd', 'delivered') THEN 'delivered'
@@ -27,6 +27,7 @@ UPDATE sms_messages SET state = CASE
         THEN 'failed'
     WHEN delivery_status IN ('esme_rok', 'acceptd', 'accepted', 'enroute', 'sent', 'buffered', 'unknown')
         THEN 'accepted'
+    WHEN delivery_status LIKE 'esme\_r%' ESCAPE '\' AND delivery_status <> 'esme_rthrottled' THEN 'failed'
     ELSE 'submitted'
 END
 """
