@@ -1,17 +1,17 @@
 """The guard's ceiling: mitmproxy in reverse mode, built exactly like ``smsgw guard``
-(same addons, same options) but with an addon that admits everything."""
+(``guard.server.build_master``: same addons, same options) but with an addon
+that admits everything."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
-from mitmproxy import options
-from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
-from mitmproxy.master import Master
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.config import Settings
-from guard.server import proxy_options
+from api.config import Settings  # noqa: E402
+from guard.server import build_master  # noqa: E402
 
 
 class Nothing:
@@ -20,12 +20,7 @@ class Nothing:
 
 
 async def main() -> None:
-    settings = Settings.from_env()
-    master = Master(options.Options(confdir=settings.guard_confdir))
-    master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
-                      disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), Nothing())
-    master.options.update(**proxy_options(settings))
-    await master.run()
+    await build_master(Settings.from_env(), Nothing()).run()
 
 
 if __name__ == "__main__":

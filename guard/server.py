@@ -40,10 +40,11 @@ def proxy_options(settings: Settings) -> dict:
     }
 
 
-async def serve(settings: Settings) -> None:
+def build_master(settings: Settings, guard: object) -> Master:
+    """mitmproxy with the proxy core, TLS for clients that speak it, and ``guard``
+    (must be called inside a running event loop). The benchmark builds its
+    do-nothing twin with this too."""
     Path(settings.guard_confdir).mkdir(parents=True, exist_ok=True)
-    database = db.make_database(settings.database_url)
-    await database.connect()
     master = Master(options.Options(confdir=settings.guard_confdir))
     master.addons.add(
         core.Core(),
@@ -52,9 +53,16 @@ async def serve(settings: Settings) -> None:
         tlsconfig.TlsConfig(),
         disable_h2c.DisableH2C(),
         errorcheck.ErrorCheck(),
-        Guard(TokenStore(database, ttl=settings.guard_cache_ttl)),
+        guard,
     )
     master.options.update(**proxy_options(settings))
+    return master
+
+
+async def serve(settings: Settings) -> None:
+    database = db.make_database(settings.database_url)
+    await database.connect()
+    master = build_master(settings, Guard(TokenStore(database, ttl=settings.guard_cache_ttl)))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
