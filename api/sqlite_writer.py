@@ -12,6 +12,7 @@ around the batch, with ``synchronous`` as ``api.db.sqlite_synchronous`` says
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,6 @@ class SqliteReceiptBatches:
         return self.connection
 
     async def commit(self, works: list) -> list[str]:
-        import asyncio
         return await asyncio.get_running_loop().run_in_executor(self.thread, self.apply_batch, works)
 
     def apply_batch(self, works: list) -> list[str]:
