@@ -59,6 +59,10 @@ def wrk(url: str, script: str, seconds: int, env: dict[str, str], delay_ms: floa
             "p99_ms": latency.get("99")}
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
@@ -70,7 +74,8 @@ def measure(name: str, url: str, script: str, env: dict[str, str]) -> dict:
     # latency at half the peak rate: each connection pauses so all of them together make rate/2
     half = wrk(url, script, SECONDS, env, delay_ms=CONNECTIONS * 1000 / max(peak["rps"] / 2, 1))
     row = {"row": name, "rps": round(peak["rps"]), "requests": peak["requests"], "non_2xx": peak["non_2xx"],
-           "errors": peak["socket_errors"], "p50_ms_half": half["p50_ms"], "p99_ms_half": half["p99_ms"],
+           "errors": peak["socket_errors"], "p50_ms_half": _round(half["p50_ms"]),
+           "p99_ms_half": _round(half["p99_ms"]),
            "rps_half": round(half["rps"])}
     print(f"  {name:<13} {row['rps']:>8} req/s   p50 {row['p50_ms_half']} ms  p99 {row['p99_ms_half']} ms "
           f"(at {row['rps_half']} req/s)  non-2xx {row['non_2xx']}", flush=True)
