@@ -165,10 +165,13 @@ def test_the_guard_fails_closed_when_its_database_breaks(world, tmp_path):
 
 
 def test_end_to_end_through_the_guard_into_the_api(world, tmp_path):
+    """With the default 5 s cache: a gateway created a moment ago gets its first
+    receipt through at once (Jasmin's level-1 comes ~10 ms after the send)."""
     api, admin = world["api"], world["admin"]
     stub = StubGateway().start()
     stub.answer(200, {"data": 'Success "e2e-1'})
-    guard = start_guard(tmp_path, api.env, api.url)
+    guard = start_guard(tmp_path, api.env, api.url, SMSGW_GUARD_CACHE_TTL="5")
+    assert httpx.post(f"{guard.url}/webhooks/jasmin/987650/dlr?token=x").status_code == 403  # loads the cache
     try:
         gateway = admin.post("/api/sms-gateways", json={
             "name": "e2e", "server_host": "127.0.0.1", "server_port": stub.port, "api_path": "secure/send",
