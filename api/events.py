@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import clock, db
+from api import clock, pages
 from api.gateways import path_id
 from api.responses import ApiError, ok
 from api.tables import events, messages
@@ -43,11 +43,13 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def list_message_events(request: Request) -> JSONResponse:
+    """Oldest first, ``limit`` at a time (50 by default, at most 200); ``meta.next_cursor``
+    continues where the page ended."""
     database = request.app.state.database
     message_id = path_id(request, "SMS message not found.")
     if await database.fetch_val(sa.select(messages.c.id).where(messages.c.id == message_id)) is None:
         raise ApiError(404, "SMS message not found.")
-    rows = await database.fetch_all(
-        sa.select(events).where(events.c.message_id == message_id).order_by(events.c.id)
-    )
-    return ok("SMS message events fetched successfully.", [public(db.as_dict(row)) for row in rows])
+    filters = pages.query_filters(request, {})
+    query = sa.select(events).where(events.c.message_id == message_id)
+    items, meta = await pages.page(database, query, events.c.id, filters, public, oldest_first=True)
+    return ok("SMS message events fetched successfully.", items, meta=meta)

@@ -49,12 +49,15 @@ def decode_cursor(cursor: str) -> int:
 
 
 async def page(database, query: sa.Select, id_column: sa.Column, filters: dict[str, Any],
-               present: Callable[[dict], dict]) -> tuple[list[dict], dict[str, Any]]:
-    """One page of ``query``'s rows, newest first, and its ``meta`` (limit, next_cursor)."""
+               present: Callable[[dict], dict], oldest_first: bool = False) -> tuple[list[dict], dict[str, Any]]:
+    """One page of ``query``'s rows, newest first (or oldest first, for histories),
+    and its ``meta`` (limit, next_cursor)."""
     limit = filters.get("limit", DEFAULT_PAGE)
     if "cursor" in filters:
-        query = query.where(id_column < decode_cursor(filters["cursor"]))
-    rows = await database.fetch_all(query.order_by(id_column.desc()).limit(limit + 1))
+        after = decode_cursor(filters["cursor"])
+        query = query.where(id_column > after if oldest_first else id_column < after)
+    order = id_column.asc() if oldest_first else id_column.desc()
+    rows = await database.fetch_all(query.order_by(order).limit(limit + 1))
     items = [present(db.as_dict(row)) for row in rows[:limit]]
     next_cursor = encode_cursor(items[-1]["id"]) if len(rows) > limit else None
     return items, {"limit": limit, "next_cursor": next_cursor}

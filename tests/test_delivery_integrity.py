@@ -335,3 +335,19 @@ def test_a_retry_with_its_key_after_deactivation_returns_the_original(client, st
     fresh = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json=body,
                         headers={"Idempotency-Key": f"new-{next(_ids)}"})
     assert fresh.status_code == 409
+
+
+def test_a_long_history_comes_a_page_at_a_time_oldest_first(client, anonymous, submit):
+    message = submit()
+    for _ in range(5):
+        receipt(anonymous, message, "DELIVRD")
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"/api/sms-messages/{message['id']}/events", params=params).json()
+        seen += [e["id"] for e in page["data"]]
+        cursor = page["meta"]["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 7 and seen == sorted(seen)  # queued, submitted, 5 receipts
+    assert client.get(f"/api/sms-messages/{message['id']}/events", params={"limit": 0}).status_code == 422
