@@ -105,4 +105,4 @@ class TokenStore:
 
     async def ping(self) -> None:
         """Raise unless the gateways table can be read (the guard's health)."""
-        await self.database.fetch_val(sa.select(sa.literal(1)).select_from(gateways).limit(1))
+        await self.database.fetch_val(sa.select(gateways.c.id).limit(1))

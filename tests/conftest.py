@@ -23,23 +23,30 @@ ADMIN_KEY = "test-admin-key-" + "x" * 32
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def api(request, tmp_path_factory) -> Api:
-    """The API as a real process, once on SQLite and once on PostgreSQL (its own database)."""
-    overrides = {"SMSGW_PUBLIC_URL": PUBLIC_URL, "SMSGW_ADMIN_KEY": ADMIN_KEY}
-    database_url = None
-    if request.param == "postgresql":
-        try:
-            database_url = create_postgres_database()
-        except Exception as exc:  # refused, timed out, auth failed, no driver: all "unreachable"
-            if services_required():
-                pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
-            pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
-        overrides["SMSGW_DATABASE_URL"] = database_url
-    server = start_api(tmp_path_factory.mktemp(f"api-{request.param}"), **overrides)
+def database(request) -> dict[str, str]:
+    """Each test that takes it runs twice: on SQLite (a file of its own, the default)
+    and on PostgreSQL (a database of its own, created here and dropped after).
+    Yields the environment overrides that choose it."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    try:
+        url = create_postgres_database()
+    except Exception as exc:  # refused, timed out, auth failed, no driver: all "unreachable"
+        if services_required():
+            pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
+    yield {"SMSGW_DATABASE_URL": url}
+    drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def api(database, tmp_path_factory) -> Api:
+    """The API as a real process, on each database in turn."""
+    server = start_api(tmp_path_factory.mktemp("api"), SMSGW_PUBLIC_URL=PUBLIC_URL, SMSGW_ADMIN_KEY=ADMIN_KEY,
+                       **database)
     yield server
     server.process.stop()
-    if database_url:
-        drop_postgres_database(database_url)
 
 
 @pytest.fixture(scope="session")

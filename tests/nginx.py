@@ -112,14 +112,14 @@ http {{
 
 
 @contextlib.contextmanager
-def nginx_stack(workdir: Path, config_name: str):
+def nginx_stack(workdir: Path, config_name: str, database: dict[str, str] | None = None):
     """The API, the guard and nginx serving ``config_name``, a stub gateway, an API
     client through nginx, and one gateway record pointing at the stub."""
     import httpx
 
     from tests.servers import StubGateway, run_smsgw, start_api, start_guard
 
-    api = start_api(workdir)
+    api = start_api(workdir, **(database or {}))
     guard = start_guard(workdir, api.env, api.url)
     nginx = start_nginx(workdir / "nginx", config_name, int(api.url.rsplit(":", 1)[1]), guard.port)
     key = run_smsgw(api.env, "apikey", "create", "--name", "nginx").stdout.strip().splitlines()[-1]

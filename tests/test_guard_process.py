@@ -16,10 +16,11 @@ from tests.test_guard_decision import NOT_DLR
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """An API (for gateways and tokens), an upstream recorder, and a guard in front of the recorder."""
+def world(database, tmp_path_factory):
+    """An API (for gateways and tokens), an upstream recorder, and a guard in front of
+    the recorder, reading tokens from each database in turn."""
     workdir = tmp_path_factory.mktemp("guard")
-    api = start_api(workdir)
+    api = start_api(workdir, **database)
     key = run_smsgw(api.env, "apikey", "create", "--name", "guard").stdout.strip().splitlines()[-1]
     admin = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {key}"})
     gateway = admin.post("/api/sms-gateways", json={"name": "g", "server_host": "127.0.0.1"}).json()["data"]

@@ -15,8 +15,8 @@ if NGINX is None and not services_required():
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with nginx_stack(tmp_path_factory.mktemp("nginx"), "smsgw.conf") as stack:
+def stack(database, tmp_path_factory):
+    with nginx_stack(tmp_path_factory.mktemp("nginx"), "smsgw.conf", database) as stack:
         yield stack
 
 

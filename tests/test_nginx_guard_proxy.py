@@ -13,8 +13,8 @@ if NGINX is None and not services_required():
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with nginx_stack(tmp_path_factory.mktemp("nginx-guard-proxy"), "smsgw-guard-proxy.conf") as stack:
+def stack(database, tmp_path_factory):
+    with nginx_stack(tmp_path_factory.mktemp("nginx-guard-proxy"), "smsgw-guard-proxy.conf", database) as stack:
         stack["stub"].answer(200, {"data": 'Success "variant-1'})
         gid = stack["gateway"]["id"]
         stack["message"] = stack["client"].post(f"/api/sms-gateways/{gid}/send",
