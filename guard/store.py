@@ -37,6 +37,11 @@ class Credentials:
     previous_expires_at: str | None
 
 
+def credentials_of(values) -> Credentials:
+    return Credentials(values["callback_token"], values["previous_callback_token"],
+                       values["previous_callback_token_expires_at"])
+
+
 class TokenStore:
     def __init__(self, database: Database, ttl: float = DEFAULT_TTL, clock=time.monotonic):
         self.database = database
@@ -82,10 +87,7 @@ class TokenStore:
                 self._misses.clear()
             self._misses[gateway_id] = self.clock() + self.ttl
             return None
-        values = db.as_dict(row)
-        found = Credentials(values["callback_token"], values["previous_callback_token"],
-                            values["previous_callback_token_expires_at"])
-        self._tokens[gateway_id] = found
+        found = self._tokens[gateway_id] = credentials_of(db.as_dict(row))
         return found
 
     async def _reload(self) -> None:
@@ -94,12 +96,7 @@ class TokenStore:
             sa.select(gateways.c.id, gateways.c.callback_token, gateways.c.previous_callback_token,
                       gateways.c.previous_callback_token_expires_at)
         )
-        tokens = {}
-        for row in rows:
-            values = db.as_dict(row)
-            tokens[values["id"]] = Credentials(values["callback_token"], values["previous_callback_token"],
-                                               values["previous_callback_token_expires_at"])
-        self._tokens = tokens
+        self._tokens = {values["id"]: credentials_of(values) for values in map(db.as_dict, rows)}
         self._misses.clear()
         self._fresh_until = self.clock() + self.ttl
 
