@@ -116,10 +116,15 @@ async def fetch_gateway(database, gateway_id: int, *, count: bool = True) -> dic
     return db.as_dict(row) if row is not None else None
 
 
-async def get_or_404(request: Request) -> dict[str, Any]:
-    gateway = await fetch_gateway(request.app.state.database, path_id(request))
+def gateway_not_found() -> ApiError:
+    return ApiError(404, "SMS gateway not found.")
+
+
+async def get_or_404(request: Request, *, count: bool = True) -> dict[str, Any]:
+    """The gateway the path names, or 404; ``count=False`` skips counting its messages."""
+    gateway = await fetch_gateway(request.app.state.database, path_id(request), count=count)
     if gateway is None:
-        raise ApiError(404, "SMS gateway not found.")
+        raise gateway_not_found()
     return gateway
 
 
@@ -183,9 +188,7 @@ async def update_gateway(request: Request) -> JSONResponse:
     grace period: that is what ``/callback-token/rotate`` is for.
     """
     state = request.app.state
-    gateway_id = path_id(request)
-    if await fetch_gateway(state.database, gateway_id, count=False) is None:
-        raise ApiError(404, "SMS gateway not found.")
+    gateway_id = (await get_or_404(request, count=False))["id"]
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SCHEMA, partial=True, from_form=body.from_form, ignored=READ_ONLY)
     if values:
@@ -194,7 +197,7 @@ async def update_gateway(request: Request) -> JSONResponse:
             .values(**values, updated_at=clock.now_iso()).returning(gateways.c.id)
         )
         if updated is None:
-            raise ApiError(404, "SMS gateway not found.")
+            raise gateway_not_found()
     return ok("SMS gateway updated successfully.", public(await get_or_404(request)))
 
 
@@ -255,5 +258,5 @@ async def rotate_callback_token(request: Request) -> JSONResponse:
         .returning(gateways.c.id)
     )
     if updated is None:
-        raise ApiError(404, "SMS gateway not found.")
+        raise gateway_not_found()
     return ok("Callback token rotated successfully.", public(await get_or_404(request)))

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 
 from api import callback_tokens, clock, db, dispatch, encoding, events, pages, states, unmatched
 from api.bodies import read_body
-from api.gateways import SENDER, fetch_gateway, path_id
+from api.gateways import SENDER, fetch_gateway, gateway_not_found, get_or_404, path_id
 from api.responses import ApiError, ok
 from api.tables import gateways, messages
 from api.validation import Field, ValidationFailed, validate
@@ -95,10 +95,8 @@ async def fetch_message(database, message_id: int) -> dict[str, Any] | None:
 async def send_message(request: Request) -> JSONResponse:
     state = request.app.state
     database = state.database
-    gateway_id = path_id(request)
-    gateway = await fetch_gateway(database, gateway_id, count=False)
-    if gateway is None:
-        raise ApiError(404, "SMS gateway not found.")
+    gateway = await get_or_404(request, count=False)
+    gateway_id = gateway["id"]
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SEND_SCHEMA, from_form=body.from_form)
     key = idempotency_key(request)
@@ -125,7 +123,7 @@ async def send_message(request: Request) -> JSONResponse:
         return await replay(database, gateway_id, key, fingerprint)
     if message_id is None:  # deactivated or deleted since it was read: nothing stored
         if await fetch_gateway(database, gateway_id, count=False) is None:
-            raise ApiError(404, "SMS gateway not found.")
+            raise gateway_not_found()
         raise inactive()
 
     outcome = await dispatch.send(
@@ -303,9 +301,7 @@ async def show_message(request: Request) -> JSONResponse:
 async def list_gateway_messages(request: Request) -> JSONResponse:
     """Newest first, ``limit`` at a time; ``meta.next_cursor`` fetches the next page (see api.pages)."""
     database = request.app.state.database
-    gateway_id = path_id(request)
-    if await fetch_gateway(database, gateway_id, count=False) is None:
-        raise ApiError(404, "SMS gateway not found.")
+    gateway_id = (await get_or_404(request, count=False))["id"]
     filters = pages.query_filters(request, {
         "delivery_status": Field("string", nullable=True, max_length=32),
         "state": Field("string", nullable=True, choices=tuple(states.RANK)),

@@ -17,8 +17,8 @@ from starlette.responses import JSONResponse
 
 from api import clock, db, pages
 from api.delivery import Incoming, apply_to_message
-from api.gateways import fetch_gateway, path_id
-from api.responses import ApiError, ok
+from api.gateways import get_or_404
+from api.responses import ok
 from api.tables import unmatched_receipts
 from api.validation import Field
 
@@ -77,9 +77,7 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
 async def list_unmatched(request: Request) -> JSONResponse:
     """``GET /api/sms-gateways/{id}/unmatched-dlrs``: newest first, ``?status=`` and keyset pages."""
     database = request.app.state.database
-    gateway_id = path_id(request)
-    if await fetch_gateway(database, gateway_id, count=False) is None:
-        raise ApiError(404, "SMS gateway not found.")
+    gateway_id = (await get_or_404(request, count=False))["id"]
     filters = pages.query_filters(request, {
         "status": Field("string", nullable=True, choices=(PENDING, APPLIED, EXPIRED)),
     })

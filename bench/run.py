@@ -19,7 +19,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -27,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api import callback_tokens, clock  # noqa: E402
+from api import clock  # noqa: E402
 from tests.nginx import start_nginx  # noqa: E402
 from tests.servers import SMSGW, free_port, healthy, run_smsgw, start, wait_until  # noqa: E402
 

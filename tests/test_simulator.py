@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 from urllib.parse import parse_qsl, urlsplit
 
@@ -82,7 +81,6 @@ def test_http_api_send_by_get_and_post(simulator):
 
 
 def test_ucs2_hex_content_is_read_back(simulator):
-    rest_send(simulator, content=None) if False else None
     response = httpx.post(simulator + "/secure/send", auth=AUTH, json={
         "to": "1", "from": "S", "coding": 8, "hex-content": "Привет".encode("utf-16-be").hex()})
     assert response.status_code == 200
