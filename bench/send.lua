@@ -5,7 +5,7 @@ local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 
 request = function()
   return wrk.format("POST", path, {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. key},
-                    '{"to_number": "+15551234567", "message": "benchmark"}')
+                    '{"to_number": "+14155550123", "message": "benchmark"}')
 end
 
 if pause > 0 then

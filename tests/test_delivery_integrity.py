@@ -19,7 +19,7 @@ def submit(client, stub_gateway, stub):
         external = external or f"int-{stub_gateway['id']}-{next(_ids)}"
         stub.answer(200, {"data": f'Success "{external}'})
         return client.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
-                           json={"to_number": "1", "message": "m"}).json()["data"]
+                           json={"to_number": "+14155550101", "message": "m"}).json()["data"]
     return make
 
 
@@ -149,7 +149,7 @@ def test_a_receipt_that_arrives_before_the_send_result_is_applied_after_it(clien
     result = {}
     with httpx.Client(base_url=client.base_url, headers=client.headers, timeout=10) as own:
         sender = threading.Thread(target=lambda: result.update(response=own.post(
-            f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "1", "message": "m"})))
+            f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "+14155550101", "message": "m"})))
         sender.start()
         assert stub.arrived.wait(5)
         # Jasmin's level-1 receipt, thrown before smsgw has the id from its own send call
@@ -185,7 +185,7 @@ def test_unmatched_listing_filters_and_404s(client, anonymous, stub_gateway):
 
 
 def test_the_same_idempotency_key_and_body_sends_once(client, stub_gateway, stub):
-    body = {"to_number": "+15550100", "message": "once"}
+    body = {"to_number": "+14155550100", "message": "once"}
     headers = {"Idempotency-Key": f"order-{next(_ids)}"}
     first = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json=body, headers=headers)
     again = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json=body, headers=headers)
@@ -197,9 +197,9 @@ def test_the_same_idempotency_key_and_body_sends_once(client, stub_gateway, stub
 
 def test_the_same_key_with_another_body_is_422(client, stub_gateway, stub):
     headers = {"Idempotency-Key": f"order-{next(_ids)}"}
-    client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "1", "message": "a"},
+    client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "+14155550101", "message": "a"},
                 headers=headers)
-    other = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "1", "message": "b"},
+    other = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "+14155550101", "message": "b"},
                         headers=headers)
     assert other.status_code == 422 and list(other.json()["errors"]) == ["Idempotency-Key"]
     assert len(stub.received) == 1
@@ -207,7 +207,7 @@ def test_the_same_key_with_another_body_is_422(client, stub_gateway, stub):
 
 @pytest.mark.parametrize("key", [b"has space", b"", b"x" * 256, "é".encode()])
 def test_bad_idempotency_keys_are_422(client, stub_gateway, stub, key):
-    response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "1", "message": "a"},
+    response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "+14155550101", "message": "a"},
                            headers={"Idempotency-Key": key})
     assert response.status_code == 422
     assert stub.received == []
@@ -223,7 +223,7 @@ def test_concurrent_duplicates_send_one_sms(api, api_key, stub_gateway, stub):
         with httpx.Client(base_url=api.url, headers=headers, timeout=15) as own:
             barrier.wait()
             results.append(own.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
-                                    json={"to_number": "1", "message": "burst"}))
+                                    json={"to_number": "+14155550101", "message": "burst"}))
 
     threads = [threading.Thread(target=post) for _ in range(6)]
     for thread in threads:
@@ -252,7 +252,7 @@ def test_a_send_interrupted_by_a_crash_ends_failed_interrupted_and_is_not_resent
         gateway = client.post("/api/sms-gateways", json={"name": "g", "server_host": "127.0.0.1",
                                                          "server_port": stub.port, "default_sender_id": "X"}).json()["data"]
         threading.Thread(target=lambda: _quietly(client.post, f"/api/sms-gateways/{gateway['id']}/send",
-                                                 json={"to_number": "1", "message": "m"}), daemon=True).start()
+                                                 json={"to_number": "+14155550101", "message": "m"}), daemon=True).start()
         assert stub.arrived.wait(5)
         api.process.popen.kill()  # kill -9 while the gateway holds the answer
         api.process.popen.wait()
@@ -309,7 +309,7 @@ def test_a_receipt_id_too_long_to_store_is_answered_and_ignored(client, anonymou
 def test_a_gateway_id_too_long_to_store_leaves_the_message_submitted_and_says_why(client, make_gateway, stub):
     gateway = make_gateway(provider_type="http", api_path="send", server_port=stub.port)
     stub.answer(200, {"message_id": "y" * 300})
-    response = client.post(f"/api/sms-gateways/{gateway['id']}/send", json={"to_number": "1", "message": "m"})
+    response = client.post(f"/api/sms-gateways/{gateway['id']}/send", json={"to_number": "+14155550101", "message": "m"})
     assert response.status_code == 201
     message = response.json()["data"]
     assert message["state"] == "submitted" and message["external_message_id"] is None
@@ -327,7 +327,7 @@ def test_failed_at_goes_when_delivered_wins(client, anonymous, submit):
 
 def test_a_retry_with_its_key_after_deactivation_returns_the_original(client, stub_gateway, stub):
     headers = {"Idempotency-Key": f"before-deactivation-{next(_ids)}"}
-    body = {"to_number": "1", "message": "m"}
+    body = {"to_number": "+14155550101", "message": "m"}
     first = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json=body, headers=headers)
     client.patch(f"/api/sms-gateways/{stub_gateway['id']}", json={"is_active": False})
     again = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json=body, headers=headers)

@@ -19,7 +19,7 @@ def submitted(client, stub_gateway, stub):
         external = f"ext-{stub_gateway['id']}-{next(counter)}"
         stub.answer(200, {"data": f'Success "{external}'})
         message = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
-                              json={"to_number": "+15551234567", "message": "hi"}).json()["data"]
+                              json={"to_number": "+14155550123", "message": "hi"}).json()["data"]
         assert message["external_message_id"] == external
         return message
 

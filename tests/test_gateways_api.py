@@ -144,7 +144,7 @@ def test_search_matches_name_host_and_provider_type_case_insensitively(client, m
 
 
 def test_list_envelope_and_messages_count(client, stub_gateway):
-    client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "+15550001", "message": "a"})
+    client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "+14155550111", "message": "a"})
     listing = client.get("/api/sms-gateways").json()
     assert listing["message"] == "SMS gateways fetched successfully."
     mine = next(g for g in listing["data"] if g["id"] == stub_gateway["id"])
@@ -192,7 +192,7 @@ def test_password_is_write_only_but_used(client, make_gateway, stub):
     client.patch(f"/api/sms-gateways/{gateway['id']}", json={"password": "rotated-pw"})
     shown = client.get(f"/api/sms-gateways/{gateway['id']}").text
     assert "rotated-pw" not in shown and "password" not in shown
-    client.post(f"/api/sms-gateways/{gateway['id']}/send", json={"to_number": "123", "message": "m"})
+    client.post(f"/api/sms-gateways/{gateway['id']}/send", json={"to_number": "+14155550101", "message": "m"})
     import base64
     assert stub.received[-1].headers["Authorization"] == "Basic " + base64.b64encode(
         b"jasmin-user:rotated-pw").decode()
@@ -208,7 +208,7 @@ def test_delete_removes_a_gateway_without_messages(client, make_gateway):
 
 def test_delete_keeps_a_gateway_with_messages(client, stub_gateway):
     sent = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
-                       json={"to_number": "+15550002", "message": "keep me"}).json()["data"]
+                       json={"to_number": "+14155550112", "message": "keep me"}).json()["data"]
     response = client.delete(f"/api/sms-gateways/{stub_gateway['id']}")
     assert response.status_code == 409
     assert "deactivate" in response.json()["message"]
@@ -246,11 +246,11 @@ def test_rotate_with_no_grace_revokes_at_once(client, make_gateway):
 def test_default_callback_url_uses_the_public_url(client, make_gateway, stub):
     stub.answer(200, {"data": 'Success "cb-1'})
     jasmin = make_gateway(server_port=stub.port)
-    client.post(f"/api/sms-gateways/{jasmin['id']}/send", json={"to_number": "1", "message": "m"})
+    client.post(f"/api/sms-gateways/{jasmin['id']}/send", json={"to_number": "+14155550101", "message": "m"})
     assert stub.received[-1].json()["dlr-url"] == (
         f"{PUBLIC_URL}/webhooks/jasmin/{jasmin['id']}/dlr?token={jasmin['callback_token']}")
     stub.answer(200, {"message_id": "cb-2"})
     generic = make_gateway(server_port=stub.port, provider_type="http", api_path="send")
-    client.post(f"/api/sms-gateways/{generic['id']}/send", json={"to_number": "1", "message": "m"})
+    client.post(f"/api/sms-gateways/{generic['id']}/send", json={"to_number": "+14155550101", "message": "m"})
     assert stub.received[-1].json()["dlr-url"] == (
         f"{PUBLIC_URL}/api/sms-gateways/{generic['id']}/dlr?token={generic['callback_token']}")

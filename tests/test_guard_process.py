@@ -178,7 +178,7 @@ def test_end_to_end_through_the_guard_into_the_api(world, tmp_path):
             "name": "e2e", "server_host": "127.0.0.1", "server_port": stub.port, "api_path": "secure/send",
             "default_sender_id": "X"}).json()["data"]
         message = admin.post(f"/api/sms-gateways/{gateway['id']}/send",
-                             json={"to_number": "1", "message": "m"}).json()["data"]
+                             json={"to_number": "+14155550101", "message": "m"}).json()["data"]
         dlr = f"{guard.url}/webhooks/jasmin/{gateway['id']}/dlr"
         assert httpx.post(dlr, data={"id": "e2e-1", "message_status": "UNDELIV"}).status_code == 401
         assert admin.get(f"/api/sms-messages/{message['id']}").json()["data"]["delivery_status"] == "submitted"

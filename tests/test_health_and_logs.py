@@ -32,7 +32,7 @@ def test_secrets_never_reach_the_log(tmp_path, stub):
         }).json()["data"]
         token = gateway["callback_token"]
         httpx.post(f"{api.url}/api/sms-gateways/{gateway['id']}/send", headers=auth,
-                   json={"to_number": "+1555", "message": "m"})
+                   json={"to_number": "+14155550102", "message": "m"})
         for route in (f"/webhooks/jasmin/{gateway['id']}/dlr", f"/api/sms-gateways/{gateway['id']}/dlr"):
             httpx.post(f"{api.url}{route}?token={token}", data={"id": "log-1", "message_status": "DELIVRD"},
                        headers={"X-Callback-Token": token})
@@ -44,7 +44,7 @@ def test_secrets_never_reach_the_log(tmp_path, stub):
         # stub gateway failure: its reply must not drag the password into the log either
         stub.answer(500, "boom")
         httpx.post(f"{api.url}/api/sms-gateways/{gateway['id']}/send", headers=auth,
-                   json={"to_number": "+1555", "message": "m"})
+                   json={"to_number": "+14155550102", "message": "m"})
     finally:
         api.process.stop()
     log = api.log

@@ -104,7 +104,7 @@ def test_unknown_gateway_wins_over_a_bad_body(client):
 @pytest.mark.parametrize("url", ["http://a:99999999/x", "http:///path", "https://", "http://h x/", "mailto:a@b"])
 def test_callback_urls_that_are_not_urls_are_422(client, stub_gateway, stub, url):
     response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
-                           json={"to_number": "1", "message": "m", "callback_url": url})
+                           json={"to_number": "+14155550101", "message": "m", "callback_url": url})
     assert response.status_code == 422
     assert list(response.json()["errors"]) == ["callback_url"]
     assert stub.received == []
@@ -112,7 +112,7 @@ def test_callback_urls_that_are_not_urls_are_422(client, stub_gateway, stub, url
 
 def test_null_sender_and_callback_mean_use_the_defaults(client, stub_gateway, stub):
     response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
-                           json={"to_number": "1", "message": "m", "from_sender": None, "callback_url": ""})
+                           json={"to_number": "+14155550101", "message": "m", "from_sender": None, "callback_url": ""})
     assert response.status_code == 201
     sent = stub.received[-1].json()
     assert sent["from"] == "ACME" and sent["dlr-url"].endswith(f"token={stub_gateway['callback_token']}")
@@ -120,7 +120,7 @@ def test_null_sender_and_callback_mean_use_the_defaults(client, stub_gateway, st
 
 def test_a_gateway_reply_with_unstorable_text_is_kept_readable(client, stub_gateway, stub):
     stub.answer(200, '{"data": "Success \\"odd-1", "note": "\\ud800 and \\u0000"}')
-    response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "1", "message": "m"})
+    response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "+14155550101", "message": "m"})
     assert response.status_code == 201
     message = response.json()["data"]
     assert message["remote_response"]["note"] == "\ufffd and \ufffd"
@@ -129,7 +129,7 @@ def test_a_gateway_reply_with_unstorable_text_is_kept_readable(client, stub_gate
 
 def test_a_gateway_reply_with_nan_is_unreadable_not_a_500(client, stub_gateway, stub):
     stub.answer(200, '{"data": "Success \\"nan-1", "x": NaN}')
-    response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "1", "message": "m"})
+    response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send", json={"to_number": "+14155550101", "message": "m"})
     assert response.status_code == 502
     assert response.json()["data"]["remote_response"]["body"].endswith("NaN}")
     assert client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages").status_code == 200
@@ -137,7 +137,7 @@ def test_a_gateway_reply_with_nan_is_unreadable_not_a_500(client, stub_gateway, 
 
 def test_receipts_with_unstorable_text_leave_the_message_readable(client, anonymous, stub_gateway):
     message = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
-                          json={"to_number": "1", "message": "m"}).json()["data"]
+                          json={"to_number": "+14155550101", "message": "m"}).json()["data"]
     dlr = f"/api/sms-gateways/{stub_gateway['id']}/dlr"
     response = raw_json(anonymous, dlr, '{"id": "stub-id-1", "status": "DELIVRD", "x": "\\ud800\\u0000"}')
     assert response.json() == {"message": "DLR received"}
@@ -152,7 +152,7 @@ def test_receipts_with_unstorable_text_leave_the_message_readable(client, anonym
 
 def test_receipt_fields_replace_stored_fields_whole(client, anonymous, stub_gateway):
     message = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
-                          json={"to_number": "1", "message": "m"}).json()["data"]
+                          json={"to_number": "+14155550101", "message": "m"}).json()["data"]
     anonymous.post(f"/api/sms-gateways/{stub_gateway['id']}/dlr",
                    json={"id": "stub-id-1", "data": {"a": None, "b": 1}, "extra": None})
     stored = client.get(f"/api/sms-messages/{message['id']}").json()["data"]["remote_response"]

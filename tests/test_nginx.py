@@ -30,7 +30,7 @@ def send(stack):
         stack["stub"].answer(200, {"data": f'Success "{external}'})
         gid = stack["gateway"]["id"]
         return stack["client"].post(f"/api/sms-gateways/{gid}/send",
-                                    json={"to_number": "1", "message": "m"}).json()["data"]
+                                    json={"to_number": "+14155550101", "message": "m"}).json()["data"]
 
     return make
 

@@ -18,7 +18,7 @@ def stack(database, tmp_path_factory):
         stack["stub"].answer(200, {"data": 'Success "variant-1'})
         gid = stack["gateway"]["id"]
         stack["message"] = stack["client"].post(f"/api/sms-gateways/{gid}/send",
-                                                json={"to_number": "1", "message": "m"}).json()["data"]
+                                                json={"to_number": "+14155550101", "message": "m"}).json()["data"]
         yield stack
 
 

@@ -67,7 +67,7 @@ def submit(cluster) -> dict:
     external = f"rep-{next(_ids)}"
     cluster["stub"].answer(200, {"data": f'Success "{external}'})
     return cluster["admin"].post(f"/api/sms-gateways/{cluster['gateway']['id']}/send",
-                                 json={"to_number": "1", "message": "m"}).json()["data"]
+                                 json={"to_number": "+14155550101", "message": "m"}).json()["data"]
 
 
 def test_nginx_spreads_the_api_over_both_replicas(cluster):
@@ -117,7 +117,7 @@ def test_one_idempotency_key_at_two_replicas_sends_one_sms(cluster):
         with httpx.Client(base_url=replica.url, headers=headers, timeout=20) as own:
             barrier.wait()
             results.append(own.post(f"/api/sms-gateways/{cluster['gateway']['id']}/send",
-                                    json={"to_number": "1", "message": "once"}))
+                                    json={"to_number": "+14155550101", "message": "once"}))
 
     threads = [threading.Thread(target=post, args=(replica,))
                for replica in (cluster["a"], cluster["b"], cluster["a"], cluster["b"])]

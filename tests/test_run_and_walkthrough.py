@@ -65,7 +65,7 @@ def test_make_run_walkthrough_and_ctrl_c(stack):
     demo = next(g for g in gateways if g["name"].startswith("demo"))
 
     sent = httpx.post(f"{api}/api/sms-gateways/{demo['id']}/send", headers=auth,
-                      json={"to_number": "+15551234567", "message": "Hello from smsgw"})
+                      json={"to_number": "+14155550123", "message": "Hello from smsgw"})
     assert sent.status_code == 201, sent.text
     message = sent.json()["data"]
     assert message["delivery_status"] == "submitted"

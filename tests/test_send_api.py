@@ -12,7 +12,7 @@ from tests.servers import Reply, free_port
 
 
 def send(client, gateway, **body):
-    return client.post(f"/api/sms-gateways/{gateway['id']}/send", json={"to_number": "+15551234567",
+    return client.post(f"/api/sms-gateways/{gateway['id']}/send", json={"to_number": "+14155550123",
                                                                         "message": "hello", **body})
 
 
@@ -25,7 +25,7 @@ def test_a_send_reaches_the_gateway_in_jasmin_rest_format(client, stub_gateway, 
     assert request.headers["Authorization"] == "Basic " + base64.b64encode(
         b"jasmin-user:jasmin-secret-pw").decode()
     body = request.json()
-    assert body["to"] == "+15551234567" and body["from"] == "ACME2"
+    assert body["to"] == "+14155550123" and body["from"] == "ACME2"
     assert body["content"] == "Your code is 1234"
     assert body["dlr"] == "yes" and body["dlr-level"] == 3 and body["dlr-method"] == "POST"
     assert body["dlr-url"].endswith(f"/webhooks/jasmin/{stub_gateway['id']}/dlr?token={stub_gateway['callback_token']}")
@@ -93,17 +93,17 @@ def test_the_callback_token_is_not_shown_on_the_message(client, stub_gateway):
     [
         ({"message": "m"}, "to_number"),
         ({"to_number": "", "message": "m"}, "to_number"),
-        ({"to_number": "1" * 31, "message": "m"}, "to_number"),
+        ({"to_number": "+14155550101" * 31, "message": "m"}, "to_number"),
         ({"to_number": "call me", "message": "m"}, "to_number"),
         ({"to_number": 15551234567, "message": "m"}, "to_number"),
-        ({"to_number": "+1555"}, "message"),
-        ({"to_number": "+1555", "message": ""}, "message"),
-        ({"to_number": "+1555", "message": ["a"]}, "message"),
-        ({"to_number": "+1555", "message": "x" * 1601}, "message"),
-        ({"to_number": "+1555", "message": "m", "from_sender": "x" * 21}, "from_sender"),
-        ({"to_number": "+1555", "message": "m", "callback_url": "ftp://x"}, "callback_url"),
-        ({"to_number": "+1555", "message": "m", "callback_url": 5}, "callback_url"),
-        ({"to_number": "+1555", "message": "m", "priority": 1}, "priority"),
+        ({"to_number": "+14155550102"}, "message"),
+        ({"to_number": "+14155550102", "message": ""}, "message"),
+        ({"to_number": "+14155550102", "message": ["a"]}, "message"),
+        ({"to_number": "+14155550102", "message": "x" * 1601}, "message"),
+        ({"to_number": "+14155550102", "message": "m", "from_sender": "x" * 21}, "from_sender"),
+        ({"to_number": "+14155550102", "message": "m", "callback_url": "ftp://x"}, "callback_url"),
+        ({"to_number": "+14155550102", "message": "m", "callback_url": 5}, "callback_url"),
+        ({"to_number": "+14155550102", "message": "m", "priority": 1}, "priority"),
     ],
 )
 def test_invalid_sends_are_422_and_store_and_send_nothing(client, stub_gateway, stub, body, field):
@@ -124,13 +124,13 @@ def test_malformed_json_send_is_400(client, stub_gateway, stub):
 
 def test_a_form_send_works(client, stub_gateway, stub):
     response = client.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
-                           data={"to_number": "+15550003", "message": "form"})
+                           data={"to_number": "+14155550113", "message": "form"})
     assert response.status_code == 201
     assert stub.received[-1].json()["content"] == "form"
 
 
 def test_unknown_gateway_is_404(client):
-    assert client.post("/api/sms-gateways/987654/send", json={"to_number": "1", "message": "m"}).status_code == 404
+    assert client.post("/api/sms-gateways/987654/send", json={"to_number": "+14155550101", "message": "m"}).status_code == 404
 
 
 def test_inactive_gateway_is_409_and_nothing_is_stored_or_sent(client, stub_gateway, stub):
@@ -252,7 +252,7 @@ def test_a_jasmin_http_gateway_gets_a_form_with_its_credentials(client, make_gat
     assert "Authorization" not in request.headers
     form = dict(parse_qsl(request.body.decode()))
     assert form["username"] == "jasmin-user" and form["password"] == "jasmin-secret-pw"
-    assert (form["to"], form["content"], form["dlr-level"], form["dlr-method"]) == ("+15551234567", "Hi there",
+    assert (form["to"], form["content"], form["dlr-level"], form["dlr-method"]) == ("+14155550123", "Hi there",
                                                                                       "3", "POST")
     assert form["dlr-url"].endswith(f"/webhooks/jasmin/{gateway['id']}/dlr?token={gateway['callback_token']}")
     # the password never shows in what smsgw returns
@@ -268,14 +268,14 @@ def test_generic_http_gateway_reads_the_id_from_the_reply(client, make_gateway, 
         assert message["external_message_id"] == expected
         assert message["remote_response"] == reply
     assert stub.received[-1].path == "/v1/messages"
-    assert stub.received[-1].json()["to"] == "+15551234567"
+    assert stub.received[-1].json()["to"] == "+14155550123"
 
 
 def test_messages_list_filters_and_paginates_newest_first(client, stub_gateway, stub):
     ids = []
     for n in range(5):
         stub.answer(200, {"data": f'Success "page-{n}'})
-        ids.append(send(client, stub_gateway, to_number=f"+1555000{n % 2}").json()["data"]["id"])
+        ids.append(send(client, stub_gateway, to_number=f"+1415555010{n % 2}").json()["data"]["id"])
     stub.answer(500, "")
     failed_id = send(client, stub_gateway).json()["data"]["id"]
     base = f"/api/sms-gateways/{stub_gateway['id']}/messages"
@@ -292,7 +292,7 @@ def test_messages_list_filters_and_paginates_newest_first(client, stub_gateway, 
 
     by_status = client.get(base, params={"delivery_status": "FAILED"}).json()["data"]
     assert [m["id"] for m in by_status] == [failed_id]
-    by_number = client.get(base, params={"to_number": "+15550001"}).json()["data"]
+    by_number = client.get(base, params={"to_number": "+14155550101"}).json()["data"]
     assert [m["id"] for m in by_number] == [ids[3], ids[1]]
 
 

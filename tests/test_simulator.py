@@ -38,7 +38,7 @@ def receiver(simulator):
 
 
 def rest_send(simulator, **fields):
-    return httpx.post(simulator + "/secure/send", auth=AUTH, json={"to": "+15550001", "from": "S",
+    return httpx.post(simulator + "/secure/send", auth=AUTH, json={"to": "+14155550111", "from": "S",
                                                                   "content": "hello", **fields})
 
 

@@ -13,7 +13,7 @@ from api.dlr import parse_receipt
 WIRE = Path(__file__).parent / "wire"
 GATEWAY = {"server_host": "jasmin.local", "server_port": 8080, "api_path": "secure/send",
            "use_ssl": False, "username": "foo", "password": "bar"}
-SUB = dispatch.Submission(to="+15551234567", sender="ACME", text="hello", dlr_url="https://x/dlr?token=t")
+SUB = dispatch.Submission(to="+14155550123", sender="ACME", text="hello", dlr_url="https://x/dlr?token=t")
 
 
 def sample(name: str) -> bytes:
@@ -23,7 +23,7 @@ def sample(name: str) -> bytes:
 def test_jasmin_rest_request():
     req = dispatch.build_jasmin_rest(GATEWAY, SUB)
     assert (req.method, req.url, req.auth) == ("POST", "http://jasmin.local:8080/secure/send", ("foo", "bar"))
-    assert req.json == {"to": "+15551234567", "from": "ACME", "coding": 0, "content": "hello", "dlr": "yes",
+    assert req.json == {"to": "+14155550123", "from": "ACME", "coding": 0, "content": "hello", "dlr": "yes",
                         "dlr-url": "https://x/dlr?token=t", "dlr-level": 3, "dlr-method": "POST"}
 
 
@@ -37,7 +37,7 @@ def test_jasmin_http_request_is_a_form_with_credentials_as_fields():
     gateway = {**GATEWAY, "server_port": 1401, "api_path": "send"}
     req = dispatch.build_jasmin_http(gateway, SUB)
     assert (req.method, req.url, req.auth, req.json) == ("POST", "http://jasmin.local:1401/send", None, None)
-    assert req.form == {"username": "foo", "password": "bar", "to": "+15551234567", "from": "ACME",
+    assert req.form == {"username": "foo", "password": "bar", "to": "+14155550123", "from": "ACME",
                         "coding": "0", "content": "hello", "dlr": "yes", "dlr-url": "https://x/dlr?token=t",
                         "dlr-level": "3", "dlr-method": "POST"}
 
