@@ -11,6 +11,7 @@ import functools
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import sqlalchemy as sa
@@ -26,6 +27,25 @@ KEY_PREFIX = "smsgw_"
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="smsgw"'}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+ALL_SCOPES = frozenset({"messages:send", "messages:read", "gateways:read", "gateways:admin", "keys:admin"})
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """The key a request was made with, as routes see it (``request.state.api_key``).
+
+    Never holds the key itself: only what it may do.
+    """
+
+    id: int | None            # None for SMSGW_ADMIN_KEY
+    name: str
+    scopes: frozenset[str]
+    gateway_ids: frozenset[int] | None   # None = every gateway
+    allowed_countries: frozenset[str] | None  # None = any destination
+
+
+ADMIN = KeyInfo(id=None, name="admin key", scopes=ALL_SCOPES, gateway_ids=None, allowed_countries=None)
 
 
 def new_key() -> str:
@@ -75,17 +95,20 @@ def bearer_token(header: str | None) -> str | None:
     return value
 
 
-async def is_valid_key(database: Database, admin_key: str | None, key: str | None) -> bool:
+async def authenticate(database: Database, admin_key: str | None, key: str | None) -> KeyInfo | None:
+    """The key's KeyInfo, or None when it is missing, unknown or revoked."""
     if not key:
-        return False
+        return None
     if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
-        return True
-    found = await database.fetch_val(
-        sa.select(api_keys.c.id).where(
+        return ADMIN
+    row = await database.fetch_one(
+        sa.select(api_keys.c.id, api_keys.c.name).where(
             api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None)
         )
     )
-    return found is not None
+    if row is None:
+        return None
+    return KeyInfo(id=row["id"], name=row["name"], scopes=ALL_SCOPES, gateway_ids=None, allowed_countries=None)
 
 
 def require_api_key(endpoint: Endpoint) -> Endpoint:
@@ -94,9 +117,11 @@ def require_api_key(endpoint: Endpoint) -> Endpoint:
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
         state = request.app.state
-        key = bearer_token(request.headers.get("authorization"))
-        if not await is_valid_key(state.database, state.settings.admin_key, key):
+        key = await authenticate(state.database, state.settings.admin_key,
+                                 bearer_token(request.headers.get("authorization")))
+        if key is None:
             raise ApiError(401, "Unauthorized.", headers=UNAUTHORIZED_HEADERS)
+        request.state.api_key = key
         return await endpoint(request)
 
     return guarded
