@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 TOKEN_BYTES = 32  # 256 bits from the OS's CSPRNG
@@ -25,23 +26,24 @@ def generate() -> str:
 def token_matches(
     given: str | None,
     current: str,
-    previous: str | None = None,
-    previous_expires_at: str | None = None,
+    previous: Iterable[tuple[str, str]] = (),
     now_iso: str = "",
 ) -> bool:
-    """True when ``given`` is the current token, or the previous one within its grace.
+    """True when ``given`` is the current token, or a previous one within its own grace.
 
-    Both comparisons always run, in constant time, so the answer's timing says
-    nothing about which token (if any) came close. Timestamps are the fixed-width
-    UTC text of ``api.clock``, so comparing them as strings compares times.
+    ``previous`` holds ``(token, expires_at)`` pairs. Every comparison runs, in
+    constant time, so the answer's timing says nothing about which token (if any)
+    came close. Timestamps are the fixed-width UTC text of ``api.clock``, so
+    comparing them as strings compares times.
     """
     if not given:
         return False
     given_bytes = given.encode()
-    ok_current = hmac.compare_digest(given_bytes, current.encode())
-    previous_live = bool(previous) and bool(previous_expires_at) and now_iso < previous_expires_at
-    ok_previous = hmac.compare_digest(given_bytes, (previous or "").encode())
-    return ok_current or (previous_live and ok_previous)
+    ok = hmac.compare_digest(given_bytes, current.encode())
+    for token, expires_at in previous:
+        live = bool(token) and bool(expires_at) and now_iso < expires_at
+        ok = (hmac.compare_digest(given_bytes, (token or "").encode()) and live) or ok
+    return ok
 
 
 def redact_url(url: str) -> str:

@@ -90,7 +90,8 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
         "username": row["username"],
         "default_sender_id": row["default_sender_id"],
         "callback_token": row["callback_token"],
-        "callback_token_previous_expires_at": row["previous_callback_token_expires_at"],
+        "callback_token_previous_expires_at": max(
+            (entry["expires_at"] for entry in row["previous_callback_tokens"] or []), default=None),
         "is_active": bool(row["is_active"]),
         "use_ssl": bool(row["use_ssl"]),
         "notes": row["notes"],
@@ -247,11 +248,14 @@ async def rotate_callback_token(request: Request) -> JSONResponse:
     )
     grace = values.get("grace_seconds", state.settings.callback_token_grace)
     stamp = clock.now_iso()
+    gateway = await fetch_gateway(state.database, gateway_id, count=False)
+    if gateway is None:
+        raise gateway_not_found()
+    previous = [{"token": gateway["callback_token"], "expires_at": clock.iso_after(grace)}] if grace > 0 else []
     updated = await state.database.fetch_val(
         gateways.update().where(gateways.c.id == gateway_id)
         .values(
-            previous_callback_token=gateways.c.callback_token if grace > 0 else None,
-            previous_callback_token_expires_at=clock.iso_after(grace) if grace > 0 else None,
+            previous_callback_tokens=previous,
             callback_token=callback_tokens.generate(),
             updated_at=stamp,
         )

@@ -30,17 +30,23 @@ gateways = sa.Table(
     sa.Column("server_port", sa.Integer, nullable=False),
     sa.Column("api_path", sa.String(255), nullable=False),
     sa.Column("username", sa.String(255)),
-    sa.Column("password", sa.String(255)),
+    sa.Column("password", sa.Text),
     sa.Column("default_sender_id", sa.String(20)),
     sa.Column("callback_token", sa.String(255), nullable=False),
-    sa.Column("previous_callback_token", sa.String(255)),
-    sa.Column("previous_callback_token_expires_at", Timestamp),
+    # Tokens replaced by rotations whose grace has not ended (maybe ended: pruned on the next
+    # rotation): a list of {"token", "expires_at"}. One column, so one query loads every token.
+    sa.Column("previous_callback_tokens", Json, nullable=False, server_default=sa.text("'[]'")),
     sa.Column("is_active", sa.Boolean, nullable=False),
     sa.Column("use_ssl", sa.Boolean, nullable=False),
     sa.Column("notes", sa.Text),
     sa.Column("meta", Json),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # A deleted gateway's id is never handed out again (SQLite reuses the highest rowid
+    # otherwise): receipts and cached tokens of the old gateway must not reach a new one.
+    # A migration that rebuilds this table on SQLite must pass this again (batch
+    # table_kwargs); reflection does not carry it over.
+    sqlite_autoincrement=True,
 )
 
 messages = sa.Table(

@@ -98,6 +98,5 @@ def verdict_for_token(token: str, credentials, now_iso: str) -> Verdict:
         return CONFLICTING_TOKEN
     if credentials is None:
         return FORBIDDEN
-    ok = token_matches(token, credentials.current, credentials.previous,
-                       credentials.previous_expires_at, now_iso)
+    ok = token_matches(token, credentials.current, credentials.previous, now_iso)
     return ALLOW if ok else FORBIDDEN

@@ -33,13 +33,13 @@ MAX_REMEMBERED_MISSES = 10_000
 @dataclass(frozen=True)
 class Credentials:
     current: str
-    previous: str | None
-    previous_expires_at: str | None
+    previous: tuple[tuple[str, str], ...] = ()  # (token, expires_at) of earlier tokens
 
 
 def credentials_of(values) -> Credentials:
-    return Credentials(values["callback_token"], values["previous_callback_token"],
-                       values["previous_callback_token_expires_at"])
+    history = values["previous_callback_tokens"] or []
+    return Credentials(values["callback_token"],
+                       tuple((entry["token"], entry["expires_at"]) for entry in history))
 
 
 class TokenStore:
@@ -80,8 +80,8 @@ class TokenStore:
         """One gateway, by id: one created since the last load is found at once."""
         self.queries += 1
         row = await self.database.fetch_one(
-            sa.select(gateways.c.callback_token, gateways.c.previous_callback_token,
-                      gateways.c.previous_callback_token_expires_at).where(gateways.c.id == gateway_id))
+            sa.select(gateways.c.callback_token, gateways.c.previous_callback_tokens)
+            .where(gateways.c.id == gateway_id))
         if row is None:
             if len(self._misses) >= MAX_REMEMBERED_MISSES:
                 self._misses.clear()
@@ -93,8 +93,7 @@ class TokenStore:
     async def _reload(self) -> None:
         self.queries += 1
         rows = await self.database.fetch_all(
-            sa.select(gateways.c.id, gateways.c.callback_token, gateways.c.previous_callback_token,
-                      gateways.c.previous_callback_token_expires_at)
+            sa.select(gateways.c.id, gateways.c.callback_token, gateways.c.previous_callback_tokens)
         )
         self._tokens = {values["id"]: credentials_of(values) for values in map(db.as_dict, rows)}
         self._misses.clear()

@@ -110,8 +110,8 @@ def test_find_token(raw, headers, expected):
 
 def test_verdicts():
     now = clock.now_iso()
-    creds = Credentials("current-token", "old-token", clock.iso_after(60))
-    expired = Credentials("current-token", "old-token", clock.iso_after(-1))
+    creds = Credentials("current-token", (("old-token", clock.iso_after(60)),))
+    expired = Credentials("current-token", (("old-token", clock.iso_after(-1)),))
     assert decision.verdict_for_token("current-token", creds, now) == decision.ALLOW
     assert decision.verdict_for_token("old-token", creds, now) == decision.ALLOW
     assert decision.verdict_for_token("old-token", expired, now).status == 403
