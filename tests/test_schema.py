@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sqlite3
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from api.tables import metadata
-from tests.servers import run_smsgw
+from tests.servers import create_postgres_database, drop_postgres_database, run_smsgw, services_required
 
 
 def head() -> str:
@@ -72,3 +75,90 @@ def test_old_rows_get_the_state_their_raw_status_means(tmp_path):
     assert states == {"delivrd": "delivered", "esme_rok": "accepted", "undeliv": "failed",
                       "esme_rinvdstadr": "failed", "esme_rthrottled": "submitted", "submitted": "submitted",
                       "weird": "submitted"}
+
+
+OLD_GATEWAY = ("INSERT INTO sms_gateways (id, name, provider_type, server_host, server_port, api_path,"
+               " callback_token, previous_callback_token, previous_callback_token_expires_at, is_active,"
+               " use_ssl, created_at, updated_at) VALUES ({id}, 'g', 'jasmin', 'h', 1, 'p', 'tok-{id}', {prev},"
+               " {expires}, {true}, {false}, 'x', 'x')")
+
+
+def old_gateway(gateway_id: int, previous: bool, true: str = "1", false: str = "0") -> str:
+    return OLD_GATEWAY.format(id=gateway_id, prev=f"'old-{gateway_id}'" if previous else "NULL",
+                              expires="'2030-01-01T00:00:00.000000Z'" if previous else "NULL",
+                              true=true, false=false)
+
+
+def test_sqlite_gateway_ids_are_kept_and_never_reused_after_migrating(tmp_path):
+    """Finding 7: SQLite handed a deleted gateway's id to the next one created."""
+    from alembic import command
+
+    from api.migrate import alembic_config
+
+    path = tmp_path / "old.db"
+    command.upgrade(alembic_config(f"sqlite:///{path}"), "0003")
+    with sqlite3.connect(path) as db:
+        for gateway_id in (3, 4):
+            db.execute(old_gateway(gateway_id, previous=gateway_id == 4))
+    command.upgrade(alembic_config(f"sqlite:///{path}"), "head")
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT id, callback_token FROM sms_gateways ORDER BY id").fetchall() == [
+            (3, "tok-3"), (4, "tok-4")]
+        db.execute("DELETE FROM sms_gateways WHERE id = 4")
+        db.execute("INSERT INTO sms_gateways (name, provider_type, server_host, server_port, api_path,"
+                   " callback_token, is_active, use_ssl, created_at, updated_at)"
+                   " VALUES ('new', 'jasmin', 'h', 1, 'p', 't', 1, 0, 'x', 'x')")
+        assert db.execute("SELECT max(id) FROM sms_gateways").fetchone() == (5,)  # not 4 again
+
+
+def test_sqlite_keeps_the_previous_token_when_migrating(tmp_path):
+    from alembic import command
+
+    from api.migrate import alembic_config
+
+    path = tmp_path / "old.db"
+    command.upgrade(alembic_config(f"sqlite:///{path}"), "0003")
+    with sqlite3.connect(path) as db:
+        for gateway_id in (3, 7):
+            db.execute(old_gateway(gateway_id, previous=gateway_id == 7))
+    command.upgrade(alembic_config(f"sqlite:///{path}"), "head")
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, previous_callback_tokens FROM sms_gateways ORDER BY id").fetchall()
+    assert [(i, json.loads(h)) for i, h in rows] == [
+        (3, []), (7, [{"token": "old-7", "expires_at": "2030-01-01T00:00:00.000000Z"}])]
+
+
+def test_postgresql_keeps_every_gateway_and_its_previous_token_when_migrating():
+    from alembic import command
+
+    from api.migrate import alembic_config
+
+    try:
+        url = create_postgres_database()
+    except Exception as exc:
+        if services_required():
+            pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    try:
+        command.upgrade(alembic_config(url), "0003")
+        asyncio.run(_postgres(url, old_gateway(3, False, "true", "false"), old_gateway(7, True, "true", "false")))
+        command.upgrade(alembic_config(url), "head")
+        rows = asyncio.run(_postgres(url, "SELECT id, callback_token, previous_callback_tokens::text"
+                                          " FROM sms_gateways ORDER BY id"))
+        assert [(r[0], r[1], json.loads(r[2])) for r in rows] == [
+            (3, "tok-3", []), (7, "tok-7", [{"token": "old-7", "expires_at": "2030-01-01T00:00:00.000000Z"}])]
+    finally:
+        drop_postgres_database(url)
+
+
+async def _postgres(url: str, *statements: str) -> list:
+    import asyncpg
+
+    connection = await asyncpg.connect(url, timeout=5)
+    try:
+        rows = []
+        for statement in statements:
+            rows = await connection.fetch(statement)
+        return rows
+    finally:
+        await connection.close()
