@@ -15,7 +15,7 @@ from api.bodies import read_body
 from api.dispatch import FORMATS
 from api.responses import ApiError, ok
 from api.tables import gateways, messages, unmatched_receipts
-from api.validation import Field, validate
+from api.validation import Field, ValidationFailed, validate
 
 LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 API_PATH = re.compile(r"^/?[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
@@ -182,6 +182,24 @@ async def show_gateway(request: Request) -> JSONResponse:
     return ok("SMS gateway fetched successfully.", public(await get_or_404(request)))
 
 
+# Where and how smsgw sends the gateway's password. Changing any of them without
+# giving the password would let a key send the stored password somewhere new
+# (its own listener) and read it there: it is write-only, so it must stay so.
+PASSWORD_BOUND = ("server_host", "server_port", "use_ssl", "api_path", "provider_type")
+
+
+def password_rule(current: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """422 when ``values`` change a PASSWORD_BOUND field and do not give ``password``.
+
+    Giving a field its present value is no change (a client may PUT back what it read).
+    """
+    changed = [name for name in PASSWORD_BOUND if name in values and values[name] != current[name]]
+    if changed and "password" not in values:
+        raise ValidationFailed({"password": [
+            f"The password field is required to change {', '.join(changed)}: the stored password "
+            "is only ever sent where it was given for."]})
+
+
 async def update_gateway(request: Request) -> JSONResponse:
     """PATCH and PUT both update the fields given and leave the others alone.
 
@@ -189,9 +207,11 @@ async def update_gateway(request: Request) -> JSONResponse:
     grace period: that is what ``/callback-token/rotate`` is for.
     """
     state = request.app.state
-    gateway_id = (await get_or_404(request, count=False))["id"]
+    current = await get_or_404(request, count=False)
+    gateway_id = current["id"]
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SCHEMA, partial=True, from_form=body.from_form, ignored=READ_ONLY)
+    password_rule(current, values)
     if values:
         updated = await state.database.fetch_val(
             gateways.update().where(gateways.c.id == gateway_id)

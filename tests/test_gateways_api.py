@@ -164,7 +164,8 @@ def test_unknown_ids_are_404(client):
 
 def test_patch_changes_only_the_given_fields(client, make_gateway):
     gateway = make_gateway(notes="old")
-    response = client.patch(f"/api/sms-gateways/{gateway['id']}", json={"notes": None, "server_port": 2775})
+    response = client.patch(f"/api/sms-gateways/{gateway['id']}", json={"notes": None, "server_port": 2775,
+                                                                   "password": "jasmin-secret-pw"})
     assert response.status_code == 200
     updated = response.json()["data"]
     assert updated["notes"] is None and updated["server_port"] == 2775
