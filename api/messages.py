@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import callback_tokens, clock, db, dispatch, encoding, events, pages, states, unmatched
+from api import callback_tokens, clock, db, dispatch, encoding, events, pages, phone, states, unmatched
 from api.bodies import read_body
 from api.gateways import SENDER, fetch_gateway, gateway_not_found, get_or_404, path_id
 from api.responses import ApiError, ok
@@ -25,7 +25,6 @@ from api.tables import gateways, messages
 from api.validation import Field, ValidationFailed, validate
 
 MAX_MESSAGE_CHARS = 1600  # ten concatenated UCS-2 segments and then some
-PHONE = re.compile(r"^\+?[0-9]{1,29}$")
 
 
 def check_url(url: str) -> str | None:
@@ -44,10 +43,7 @@ def check_url(url: str) -> str | None:
 
 
 SEND_SCHEMA: dict[str, Field] = {
-    "to_number": Field(
-        "string", required=True, max_length=30, pattern=PHONE,
-        pattern_message="The to_number must be a phone number: digits, optionally starting with +.",
-    ),
+    "to_number": Field("string", required=True, max_length=30, check=phone.problem),
     "from_sender": Field(
         "string", nullable=True, max_length=20, pattern=SENDER,
         pattern_message="The from_sender may hold letters, digits, spaces and + . _ - only.",
@@ -99,6 +95,10 @@ async def send_message(request: Request) -> JSONResponse:
     gateway_id = gateway["id"]
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SEND_SCHEMA, from_form=body.from_form)
+    values["to_number"] = phone.e164(values["to_number"])  # stored, sent and fingerprinted as E.164
+    countries = request.state.api_key.allowed_countries
+    if not phone.allowed(values["to_number"], countries):
+        raise country_refused(values["to_number"], countries)
     key = idempotency_key(request)
     fingerprint = request_fingerprint(values)
     if key and await key_taken(database, gateway_id, key):
@@ -140,6 +140,13 @@ async def send_message(request: Request) -> JSONResponse:
     if outcome.timed_out:
         return ok("The SMS gateway did not answer in time; the message is marked failed.", message, status=504)
     return ok("The SMS gateway refused or failed the message.", message, status=502)
+
+
+def country_refused(number: str, countries: frozenset[str]) -> ApiError:
+    """403, not 422: the number is valid, but this key is not allowed to reach it (a
+    per-key allow-list against SMS-pumping fraud). Nothing is stored or sent."""
+    return ApiError(403, f"This key may not send to {phone.country_label(number)}.", {"to_number": [
+        f"This key may send only to numbers in: {', '.join(sorted(countries)) or 'no country'}."]})
 
 
 def inactive() -> ApiError:
@@ -298,6 +305,16 @@ async def show_message(request: Request) -> JSONResponse:
     return ok("SMS message fetched successfully.", public(message))
 
 
+def stored_form(number: str) -> str:
+    """A ``to_number`` filter as sends store it: E.164 when it is a valid number, so a
+    user finds what they sent however they type it; as given otherwise, so messages
+    stored before numbers were validated (e.g. ``15550001``) can still be found."""
+    try:
+        return phone.e164(number)
+    except phone.InvalidNumber:
+        return number
+
+
 async def list_gateway_messages(request: Request) -> JSONResponse:
     """Newest first, ``limit`` at a time; ``meta.next_cursor`` fetches the next page (see api.pages)."""
     database = request.app.state.database
@@ -313,6 +330,6 @@ async def list_gateway_messages(request: Request) -> JSONResponse:
     if "state" in filters:
         query = query.where(messages.c.state == filters["state"])
     if "to_number" in filters:
-        query = query.where(messages.c.to_number == filters["to_number"])
+        query = query.where(messages.c.to_number == stored_form(filters["to_number"]))
     items, meta = await pages.page(database, query, messages.c.id, filters, public)
     return ok("SMS messages fetched successfully.", items, meta=meta)

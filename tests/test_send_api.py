@@ -303,3 +303,39 @@ def test_bad_list_parameters_are_422(client, stub_gateway, params, field):
     response = client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages", params=params)
     assert response.status_code == 422
     assert list(response.json()["errors"]) == [field]
+
+
+# --- destination numbers: E.164, and only numbers that can be placed ----------------
+
+
+def test_a_number_typed_with_punctuation_is_stored_and_sent_as_e164(client, stub_gateway, stub):
+    response = send(client, stub_gateway, to_number="+1 (415) 555-0123")
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["to_number"] == "+14155550123"
+    assert stub.received[-1].json()["to"] == "+14155550123"
+
+
+@pytest.mark.parametrize("number, says", [
+    ("1", "international format"),
+    ("4155550123", "international format"),
+    ("0044 20 7946 0958", "international format"),
+    ("+15555550123", "not a valid phone number"),
+    ("+44 999", "not a valid phone number"),
+    ("+1-800-FLOWERS", "only digits"),
+])
+def test_a_number_that_cannot_be_placed_is_422_and_nothing_is_stored_or_sent(client, stub_gateway, stub,
+                                                                             number, says):
+    response = send(client, stub_gateway, to_number=number)
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["errors"]["to_number"]
+    assert says in problem and "+14155550123" in problem
+    assert stub.received == []
+    assert client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages").json()["data"] == []
+
+
+def test_the_list_finds_a_number_however_it_is_typed(client, stub_gateway):
+    sent = send(client, stub_gateway, to_number="+14155550177").json()["data"]
+    base = f"/api/sms-gateways/{stub_gateway['id']}/messages"
+    for typed in ("+14155550177", "+1 (415) 555-0177"):
+        assert [m["id"] for m in client.get(base, params={"to_number": typed}).json()["data"]] == [sent["id"]]
+    assert client.get(base, params={"to_number": "+14155550178"}).json()["data"] == []
