@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import db, dlr, events, gateways, housekeeping, messages, unmatched
+from api import audit, db, dlr, events, gateways, housekeeping, keys, messages, unmatched
 from api.accesslog import AccessLog
 from api.auth import require_api_key as private
 from api.config import Settings
@@ -40,8 +40,9 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 def routes() -> list[Route]:
-    # Every /api/ route is private (API key) except the receipts, which the
-    # guard admits by callback token before they reach the API.
+    # Every /api/ route is private (API key, with the scope api.scopes.ROUTES
+    # names for it) except the receipts, which the guard admits by callback
+    # token before they reach the API.
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/api/sms-gateways", private(gateways.list_gateways), methods=["GET"]),
@@ -57,6 +58,10 @@ def routes() -> list[Route]:
         Route("/api/sms-messages/{id:int}", private(messages.show_message), methods=["GET"]),
         Route("/api/sms-messages/{id:int}/events", private(events.list_message_events), methods=["GET"]),
         Route("/api/sms-gateways/{id:int}/unmatched-dlrs", private(unmatched.list_unmatched), methods=["GET"]),
+        Route("/api/api-keys", private(keys.create_key), methods=["POST"]),
+        Route("/api/api-keys", private(keys.list_keys), methods=["GET"]),
+        Route("/api/api-keys/{id:int}", private(keys.revoke_key), methods=["DELETE"]),
+        Route("/api/audit-events", private(audit.list_audit_events), methods=["GET"]),
         Route("/api/sms-gateways/{id:int}/dlr", dlr.receive, methods=["POST", "GET"]),
         Route("/webhooks/jasmin/{id:int}/dlr", dlr.receive, methods=["POST", "GET"]),
     ]

@@ -19,7 +19,8 @@ from databases import Database
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import clock, db
+from api import audit, clock, db
+from api import scopes as scopes_module
 from api.responses import ApiError
 from api.tables import api_keys
 
@@ -28,7 +29,7 @@ UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="smsgw"'}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-ALL_SCOPES = frozenset({"messages:send", "messages:read", "gateways:read", "gateways:admin", "keys:admin"})
+ALL_SCOPES = scopes_module.ALL
 
 
 @dataclass(frozen=True)
@@ -56,33 +57,75 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def create_key(database: Database, name: str) -> tuple[int, str]:
-    """Store a new key under ``name``; return its id and the key (the only time it is seen)."""
+def _listed(values) -> list | None:
+    return None if values is None else sorted(values)
+
+
+async def create_key(database: Database, dialect: str, actor: audit.Actor, name: str,
+                     scopes: frozenset[str] = ALL_SCOPES, gateway_ids: frozenset[int] | None = None,
+                     allowed_countries: frozenset[str] | None = None) -> tuple[int, str]:
+    """Store a new key under ``name``; return its id and the key (the only time it is seen).
+
+    The key and its audit row are written in one transaction.
+    """
     key = new_key()
-    key_id = await database.fetch_val(
-        api_keys.insert()
-        .values(name=name, key_hash=hash_key(key), key_prefix=key[:12], created_at=clock.now_iso())
-        .returning(api_keys.c.id)
-    )
+    async with db.write_transaction(database, dialect) as connection:
+        key_id = await connection.fetch_val(
+            api_keys.insert().values(
+                name=name, key_hash=hash_key(key), key_prefix=key[:12], created_at=clock.now_iso(),
+                scopes=scopes_module.ordered(scopes), gateway_ids=_listed(gateway_ids),
+                allowed_countries=_listed(allowed_countries),
+            ).returning(api_keys.c.id)
+        )
+        await audit.append(connection, dialect, actor, audit.KEY_CREATED, target_type="api_key", target_id=key_id,
+                           details={"name": name, "scopes": scopes_module.ordered(scopes),
+                                    "gateway_ids": _listed(gateway_ids),
+                                    "allowed_countries": _listed(allowed_countries)})
     return key_id, key
 
 
+def public(row) -> dict:
+    """A key as it is listed: never the key, never its hash; the prefix identifies it."""
+    return {
+        "id": row["id"], "name": row["name"], "key_prefix": row["key_prefix"],
+        "scopes": scopes_module.ordered(row["scopes"] or ()),
+        "gateway_ids": row["gateway_ids"], "allowed_countries": row["allowed_countries"],
+        "created_at": row["created_at"], "revoked_at": row["revoked_at"],
+    }
+
+
 async def list_keys(database: Database) -> list[dict]:
-    rows = await database.fetch_all(
-        sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.key_prefix,
-                  api_keys.c.created_at, api_keys.c.revoked_at).order_by(api_keys.c.id)
-    )
-    return [db.as_dict(row) for row in rows]
+    rows = await database.fetch_all(sa.select(api_keys).order_by(api_keys.c.id))
+    return [public(db.as_dict(row)) for row in rows]
 
 
-async def revoke_key(database: Database, key_id: int) -> bool:
-    rows = await database.fetch_all(
-        api_keys.update()
-        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-        .values(revoked_at=clock.now_iso())
-        .returning(api_keys.c.id)
-    )
+async def fetch_key(database: Database, key_id: int) -> dict | None:
+    row = await database.fetch_one(sa.select(api_keys).where(api_keys.c.id == key_id))
+    return public(db.as_dict(row)) if row is not None else None
+
+
+async def revoke_key(database: Database, dialect: str, actor: audit.Actor, key_id: int) -> bool:
+    """Revoke an active key (and record it); False when there is no active key with this id."""
+    async with db.write_transaction(database, dialect) as connection:
+        rows = await connection.fetch_all(
+            api_keys.update()
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=clock.now_iso())
+            .returning(api_keys.c.id, api_keys.c.name)
+        )
+        if rows:
+            await audit.append(connection, dialect, actor, audit.KEY_REVOKED, target_type="api_key",
+                               target_id=key_id, details={"name": rows[0]["name"]})
     return bool(rows)
+
+
+def key_info(row) -> KeyInfo:
+    ids, countries = row["gateway_ids"], row["allowed_countries"]
+    return KeyInfo(
+        id=row["id"], name=row["name"], scopes=frozenset(row["scopes"] or ()),
+        gateway_ids=None if ids is None else frozenset(int(i) for i in ids),
+        allowed_countries=None if countries is None else frozenset(countries),
+    )
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -102,17 +145,19 @@ async def authenticate(database: Database, admin_key: str | None, key: str | Non
     if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
         return ADMIN
     row = await database.fetch_one(
-        sa.select(api_keys.c.id, api_keys.c.name).where(
+        sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.scopes, api_keys.c.gateway_ids,
+                  api_keys.c.allowed_countries).where(
             api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None)
         )
     )
-    if row is None:
-        return None
-    return KeyInfo(id=row["id"], name=row["name"], scopes=ALL_SCOPES, gateway_ids=None, allowed_countries=None)
+    return key_info(db.as_dict(row)) if row is not None else None
 
 
 def require_api_key(endpoint: Endpoint) -> Endpoint:
-    """Wrap a route's endpoint so it runs only for a valid API key; 401 otherwise."""
+    """Wrap a route's endpoint so it runs only for a valid API key (401 otherwise)
+    that holds the route's scope and may use the gateway it names (403 otherwise,
+    recorded in the audit trail). The rules are ``api.scopes.ROUTES``: one table
+    for every route, looked up by the route's path template."""
 
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
@@ -122,6 +167,17 @@ def require_api_key(endpoint: Endpoint) -> Endpoint:
         if key is None:
             raise ApiError(401, "Unauthorized.", headers=UNAUTHORIZED_HEADERS)
         request.state.api_key = key
+        method = "GET" if request.method == "HEAD" else request.method
+        route = request.scope["route"].path
+        refused = scopes_module.refusal(method, route, key.scopes, key.gateway_ids, request.path_params.get("id"))
+        if refused is not None:
+            await audit.denied(request, method, route, refused)
+            raise ApiError(403, refused)
         return await endpoint(request)
 
     return guarded
+
+
+def key_of(request: Request) -> KeyInfo:
+    """The key the request was authenticated with (set by ``require_api_key``)."""
+    return request.state.api_key

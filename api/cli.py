@@ -46,28 +46,82 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
-    from api import auth, db
+    """Keys from the command line; each create and revoke is audited with actor "cli"."""
+    from api import audit, auth, db, keys, scopes
+
+    if args.action == "create":
+        if not args.name.strip():
+            print("smsgw: --name must not be empty", file=sys.stderr)
+            return 2
+        try:
+            # No --scope: every scope, as keys had before scopes existed (and the README's walk-through).
+            chosen = scopes.parse_scopes(args.scope) if args.scope else scopes.ALL
+            countries = scopes.parse_countries(args.country) if args.country else None
+        except ValueError as exc:
+            print(f"smsgw: {exc}", file=sys.stderr)
+            return 2
+        gateway_ids = frozenset(args.gateway) if args.gateway else None
 
     async def run() -> int:
         database = db.make_database(settings.database_url)
+        dialect = db.dialect_of(settings.database_url)
         await database.connect()
         try:
             if args.action == "create":
-                key_id, key = await auth.create_key(database, args.name)
-                print(f"API key {key_id} ({args.name}) created. It is shown only this once:")
+                if gateway_ids is not None and (missing := await keys.unknown_gateways(database, gateway_ids)):
+                    print(f"smsgw: no SMS gateway has id {', '.join(map(str, missing))}", file=sys.stderr)
+                    return 2
+                name = args.name.strip()
+                key_id, key = await auth.create_key(database, dialect, audit.CLI, name, chosen, gateway_ids,
+                                                    countries)
+                print(f"API key {key_id} ({name}) created with {describe(chosen, gateway_ids, countries)}.")
+                print("It is shown only this once:")
                 print(key)
             elif args.action == "list":
                 for row in await auth.list_keys(database):
                     state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
-                    print(f"{row['id']}\t{row['key_prefix']}…\t{row['name']}\t{row['created_at']}\t{state}")
+                    limits = describe(row["scopes"], row["gateway_ids"], row["allowed_countries"])
+                    print(f"{row['id']}\t{row['key_prefix']}…\t{row['name']}\t{row['created_at']}\t{state}\t{limits}")
             elif args.action == "revoke":
-                if not await auth.revoke_key(database, args.id):
+                if not await auth.revoke_key(database, dialect, audit.CLI, args.id):
                     print(f"no active API key with id {args.id}", file=sys.stderr)
                     return 1
                 print(f"API key {args.id} revoked")
             return 0
         finally:
             await database.disconnect()
+
+    return asyncio.run(run())
+
+
+def describe(chosen, gateway_ids, countries) -> str:
+    """A key's limits in one line: "scopes messages:send,messages:read; gateways 3,5; countries GB"."""
+    from api import scopes
+
+    held = scopes.ordered(chosen)
+    text = "every scope" if set(held) == scopes.ALL else "scopes " + ",".join(held)
+    text += "; every gateway" if gateway_ids is None else "; gateways " + ",".join(map(str, sorted(gateway_ids)))
+    text += "; any country" if countries is None else "; countries " + ",".join(sorted(countries))
+    return text
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    """``smsgw audit verify``: check the audit trail's hash chain; exit 1 naming the first bad row."""
+    from api import audit, db
+
+    async def run() -> int:
+        database = db.make_database(settings.database_url)
+        await database.connect()
+        try:
+            verdict = await audit.verify(database)
+        finally:
+            await database.disconnect()
+        if verdict.ok:
+            print(f"OK: {verdict.count} audit events, chain intact; last hash {verdict.last_hash}")
+            return 0
+        print(f"BROKEN at audit event {verdict.bad_id}: {verdict.problem} "
+              f"({verdict.count - 1} events before it are intact)", file=sys.stderr)
+        return 1
 
     return asyncio.run(run())
 
@@ -139,10 +193,21 @@ def parser() -> argparse.ArgumentParser:
     actions = apikey.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="make a new key and print it once")
     create.add_argument("--name", required=True, help="who or what the key is for")
+    create.add_argument("--scope", action="append", metavar="SCOPE",
+                        help="what the key may do, repeatable: messages:send, messages:read, gateways:read, "
+                             "gateways:admin, keys:admin, or all (the default when no --scope is given)")
+    create.add_argument("--gateway", action="append", type=int, metavar="ID",
+                        help="limit the key to this gateway, repeatable (default: every gateway)")
+    create.add_argument("--country", action="append", metavar="CC",
+                        help="allow sending only to this ISO 3166 country, e.g. GB; repeatable (default: any)")
     actions.add_parser("list", help="list keys (never the keys themselves)")
     revoke = actions.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=int)
     apikey.set_defaults(run=cmd_apikey)
+    audit = commands.add_parser("audit", help="the audit trail")
+    audit_actions = audit.add_subparsers(dest="action", required=True)
+    audit_actions.add_parser("verify", help="check the audit trail's hash chain (exit 1 if broken)")
+    audit.set_defaults(run=cmd_audit)
     return top
 
 

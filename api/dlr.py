@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from api import clock, db, jsonsafe, unmatched
 from api.bodies import read_body
 from api.delivery import Incoming, apply_to_message
+from api.peer import client_address
 from api.tables import gateways, messages
 
 ID_FIELDS = ("message_id", "id", "messageId")
@@ -109,16 +110,6 @@ def applier(dialect: str, unmatched_ttl: float):
     return apply
 
 
-def source_of(request: Request) -> str | None:
-    """Who sent the receipt: the peer, or, when the peer is a proxy on this host
-    (the guard, nginx), the client address it put in X-Forwarded-For."""
-    peer = request.client.host if request.client else None
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and peer in ("127.0.0.1", "::1"):
-        return forwarded.split(",")[0].strip()[:64]
-    return peer
-
-
 def from_jasmin(headers: Mapping[str, str]) -> bool:
     """Jasmin's thrower says who it is, and asks for text/plain."""
     return headers.get("user-agent", "").startswith("Jasmin gateway/") or \
@@ -141,5 +132,5 @@ async def receive(request: Request) -> Response:
         fields = dict(request.query_params)
     else:
         fields = (await read_body(request, state.settings.max_body_bytes, empty_ok=True)).data
-    await process(state, request.path_params["id"], parse_receipt(fields), source_of(request))
+    await process(state, request.path_params["id"], parse_receipt(fields), client_address(request))
     return acknowledge(request.headers)

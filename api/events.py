@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import clock, pages
+from api import auth, clock, pages, scopes
 from api.gateways import path_id
 from api.responses import ApiError, ok
 from api.tables import events, messages
@@ -47,7 +47,9 @@ async def list_message_events(request: Request) -> JSONResponse:
     continues where the page ended."""
     database = request.app.state.database
     message_id = path_id(request, "SMS message not found.")
-    if await database.fetch_val(sa.select(messages.c.id).where(messages.c.id == message_id)) is None:
+    gateway_id = await database.fetch_val(sa.select(messages.c.sms_gateway_id).where(messages.c.id == message_id))
+    # Another gateway's message is not found, exactly as an unknown id (see messages.show_message).
+    if gateway_id is None or not scopes.may_use_gateway(auth.key_of(request).gateway_ids, gateway_id):
         raise ApiError(404, "SMS message not found.")
     filters = pages.query_filters(request, {})
     query = sa.select(events).where(events.c.message_id == message_id)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import callback_tokens, clock, db
+from api import audit, auth, callback_tokens, clock, db, scopes
 from api.bodies import read_body
 from api.dispatch import FORMATS
 from api.responses import ApiError, ok
@@ -153,8 +153,16 @@ async def list_gateways(request: Request) -> JSONResponse:
             sa.func.lower(column).like(pattern, escape="\\")
             for column in (gateways.c.name, gateways.c.server_host, gateways.c.provider_type)
         )))
+    key = auth.key_of(request)
+    if key.gateway_ids is not None:  # a key limited to some gateways lists only those
+        query = query.where(gateways.c.id.in_(sorted(key.gateway_ids)))
     rows = await request.app.state.database.fetch_all(query)
-    return ok("SMS gateways fetched successfully.", [public(db.as_dict(row)) for row in rows])
+    return ok("SMS gateways fetched successfully.", [shown(request, db.as_dict(row)) for row in rows])
+
+
+def shown(request: Request, row: Mapping[str, Any]) -> dict[str, Any]:
+    """``public(row)`` as the request's key may see it: token fields only with gateways:admin."""
+    return scopes.without_secrets(public(row), auth.key_of(request).scopes)
 
 
 async def insert_gateway(database, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -175,11 +183,13 @@ async def create_gateway(request: Request) -> JSONResponse:
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SCHEMA, from_form=body.from_form, ignored=READ_ONLY)
     gateway = await insert_gateway(state.database, values)
+    await audit.record_request(request, audit.GATEWAY_CREATED, target_type="sms_gateway", target_id=gateway["id"],
+                               details={"name": gateway["name"], "fields": sorted(values)})
     return ok("SMS gateway created successfully.", public(gateway), status=201)
 
 
 async def show_gateway(request: Request) -> JSONResponse:
-    return ok("SMS gateway fetched successfully.", public(await get_or_404(request)))
+    return ok("SMS gateway fetched successfully.", shown(request, await get_or_404(request)))
 
 
 # Where and how smsgw sends the gateway's password. Changing any of them without
@@ -219,6 +229,11 @@ async def update_gateway(request: Request) -> JSONResponse:
         )
         if updated is None:
             raise gateway_not_found()
+        changed = sorted(name for name in values if name in ("password", "callback_token")
+                         or values[name] != current[name])
+        if changed:  # names only: never a value (a password, a token)
+            await audit.record_request(request, audit.GATEWAY_CHANGED, target_type="sms_gateway",
+                                       target_id=gateway_id, details={"fields": changed})
     return ok("SMS gateway updated successfully.", public(await get_or_404(request)))
 
 
@@ -241,6 +256,7 @@ async def delete_gateway(request: Request) -> JSONResponse:
         await database.execute(unmatched_receipts.update().where(
             unmatched_receipts.c.sms_gateway_id == deleted, unmatched_receipts.c.status == "pending",
         ).values(status="expired", resolved_at=clock.now_iso()))
+        await audit.record_request(request, audit.GATEWAY_DELETED, target_type="sms_gateway", target_id=deleted)
         return ok("SMS gateway deleted successfully.", {"id": deleted})
     gateway = await get_or_404(request)
     raise ApiError(
@@ -283,4 +299,6 @@ async def rotate_callback_token(request: Request) -> JSONResponse:
     )
     if updated is None:
         raise gateway_not_found()
+    await audit.record_request(request, audit.TOKEN_ROTATED, target_type="sms_gateway", target_id=gateway_id,
+                               details={"grace_seconds": grace})
     return ok("Callback token rotated successfully.", public(await get_or_404(request)))

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import callback_tokens, clock, db, dispatch, encoding, events, pages, phone, states, unmatched
+from api import (auth, callback_tokens, clock, db, dispatch, encoding, events, pages, phone, scopes, states,
+                 unmatched)
 from api.bodies import read_body
 from api.gateways import SENDER, fetch_gateway, gateway_not_found, get_or_404, path_id
 from api.responses import ApiError, ok
@@ -300,7 +301,9 @@ async def record_outcome(database, dialect: str, message_id: int, gateway_id: in
 
 async def show_message(request: Request) -> JSONResponse:
     message = await fetch_message(request.app.state.database, path_id(request, "SMS message not found."))
-    if message is None:
+    # A message of a gateway the key may not use is not found, as an unknown id
+    # is: a 403 would tell which ids exist on other gateways.
+    if message is None or not scopes.may_use_gateway(auth.key_of(request).gateway_ids, message["sms_gateway_id"]):
         raise ApiError(404, "SMS message not found.")
     return ok("SMS message fetched successfully.", public(message))
 

@@ -141,4 +141,32 @@ api_keys = sa.Table(
     sa.Column("key_prefix", sa.String(16), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("revoked_at", Timestamp),
+    # What the key may do (api.scopes): a JSON list of scope names; keys made
+    # before scopes existed were given every scope by migration 0005.
+    sa.Column("scopes", Json, nullable=False),
+    # JSON list of gateway ids the key may use; NULL = every gateway.
+    sa.Column("gateway_ids", Json),
+    # JSON list of ISO 3166 alpha-2 destination countries; NULL = anywhere.
+    sa.Column("allowed_countries", Json),
+)
+
+# The audit trail: append-only (no route changes or deletes a row), each row
+# chained to the one before by ``hash`` (api.audit_chain), so an edited or
+# missing row is found by ``smsgw audit verify``.
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("occurred_at", Timestamp, nullable=False),
+    sa.Column("actor_key_id", Id),  # NULL for the admin key and the CLI
+    sa.Column("actor", sa.String(255), nullable=False),  # the key's name, "admin key" or "cli"
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("target_type", sa.String(32)),
+    sa.Column("target_id", Id),
+    sa.Column("details", Json),
+    sa.Column("source_address", sa.String(64)),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_events_action_id", "action", "id"),
+    sqlite_autoincrement=True,  # an id is never handed out twice, even after a (forbidden) delete
 )

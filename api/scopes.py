@@ -1,0 +1,168 @@
+"""What each API key may do: the scopes, which scope each route needs, and the rules.
+
+Pure: no I/O. ``api.auth.require_api_key`` enforces ``ROUTES`` for every /api/
+route, so a route is never private without saying what it needs; the OpenAPI
+document (when it exists) can be built from the same table.
+
+A key holds a set of scopes, optionally a set of gateway ids (``None`` = every
+gateway) and a set of destination countries (``None`` = anywhere; enforced
+where a message is sent). ``SMSGW_ADMIN_KEY`` holds every scope, unlimited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+MESSAGES_SEND = "messages:send"
+MESSAGES_READ = "messages:read"
+GATEWAYS_READ = "gateways:read"    # gateways without their secrets
+GATEWAYS_ADMIN = "gateways:admin"  # secrets, rotation, create / update / delete
+KEYS_ADMIN = "keys:admin"          # API keys and the audit trail
+
+# In the order a user reads them (`smsgw apikey list`, errors).
+SCOPES = (MESSAGES_SEND, MESSAGES_READ, GATEWAYS_READ, GATEWAYS_ADMIN, KEYS_ADMIN)
+ALL = frozenset(SCOPES)
+# `--scope all` / "all": every scope, as keys made before scopes existed have.
+EVERY = "all"
+
+# A scope that includes another: managing gateways includes reading them.
+IMPLIES = {GATEWAYS_ADMIN: frozenset({GATEWAYS_READ})}
+
+# "This key may not <what>."
+WHAT = {
+    MESSAGES_SEND: "send messages",
+    MESSAGES_READ: "read messages",
+    GATEWAYS_READ: "read SMS gateways",
+    GATEWAYS_ADMIN: "manage SMS gateways",
+    KEYS_ADMIN: "manage API keys or read the audit trail",
+}
+
+# Gateway fields only gateways:admin sees: whoever holds the callback token can
+# forge receipts. Every field whose name starts with this is withheld.
+SECRET_FIELD_PREFIX = "callback_token"
+
+
+@dataclass(frozen=True)
+class Rule:
+    scope: str
+    # True: the route serves every gateway at once (creating one), so a key
+    # limited to some gateways may not use it.
+    unlimited_only: bool = False
+
+
+ROUTES: dict[tuple[str, str], Rule] = {
+    ("GET", "/api/sms-gateways"): Rule(GATEWAYS_READ),
+    ("POST", "/api/sms-gateways"): Rule(GATEWAYS_ADMIN, unlimited_only=True),
+    ("GET", "/api/sms-gateways/{id:int}"): Rule(GATEWAYS_READ),
+    ("PATCH", "/api/sms-gateways/{id:int}"): Rule(GATEWAYS_ADMIN),
+    ("PUT", "/api/sms-gateways/{id:int}"): Rule(GATEWAYS_ADMIN),
+    ("DELETE", "/api/sms-gateways/{id:int}"): Rule(GATEWAYS_ADMIN),
+    ("POST", "/api/sms-gateways/{id:int}/callback-token/rotate"): Rule(GATEWAYS_ADMIN),
+    ("POST", "/api/sms-gateways/{id:int}/send"): Rule(MESSAGES_SEND),
+    ("GET", "/api/sms-gateways/{id:int}/messages"): Rule(MESSAGES_READ),
+    ("GET", "/api/sms-gateways/{id:int}/unmatched-dlrs"): Rule(MESSAGES_READ),
+    ("GET", "/api/sms-messages/{id:int}"): Rule(MESSAGES_READ),
+    ("GET", "/api/sms-messages/{id:int}/events"): Rule(MESSAGES_READ),
+    ("POST", "/api/api-keys"): Rule(KEYS_ADMIN),
+    ("GET", "/api/api-keys"): Rule(KEYS_ADMIN),
+    ("DELETE", "/api/api-keys/{id:int}"): Rule(KEYS_ADMIN),
+    ("GET", "/api/audit-events"): Rule(KEYS_ADMIN),
+}
+# Routes whose {id} is a gateway's: a key limited to some gateways is checked against it.
+GATEWAY_PATH = "/api/sms-gateways/{id:int}"
+
+MAY_NOT_USE_GATEWAY = "This key may not use this SMS gateway."
+
+
+def has(scopes: Iterable[str], scope: str) -> bool:
+    """Does a key holding ``scopes`` have ``scope`` (itself or through IMPLIES)?"""
+    held = frozenset(scopes)
+    return scope in held or any(scope in IMPLIES.get(s, ()) for s in held)
+
+
+def refusal(method: str, path: str, scopes: Iterable[str], gateway_ids: frozenset[int] | None,
+            path_id: int | None) -> str | None:
+    """Why a key may not call this route, as the 403 message; None when it may.
+
+    ``path`` is the route's template (``/api/sms-gateways/{id:int}``), ``path_id``
+    the id in the request's path. A route missing from ROUTES is refused:
+    a route that forgot to name its scope fails closed.
+    """
+    rule = ROUTES.get((method, path))
+    if rule is None:
+        return "This key may not do this."
+    if not has(scopes, rule.scope):
+        return f"This key may not {WHAT[rule.scope]}."
+    if gateway_ids is not None:
+        if rule.unlimited_only:
+            return "This key may not create SMS gateways: it is limited to some gateways."
+        if path.startswith(GATEWAY_PATH) and path_id not in gateway_ids:
+            return MAY_NOT_USE_GATEWAY
+    return None
+
+
+def may_use_gateway(gateway_ids: frozenset[int] | None, gateway_id: int) -> bool:
+    return gateway_ids is None or gateway_id in gateway_ids
+
+
+def without_secrets(gateway: dict, scopes: Iterable[str]) -> dict:
+    """A gateway as a key may see it: callback token fields only with gateways:admin."""
+    if has(scopes, GATEWAYS_ADMIN):
+        return gateway
+    return {name: value for name, value in gateway.items() if not name.startswith(SECRET_FIELD_PREFIX)}
+
+
+def parse_scopes(names: Iterable[str]) -> frozenset[str]:
+    """Scopes named by a user (CLI or API); "all" is every scope. ValueError names an unknown one."""
+    chosen: set[str] = set()
+    for name in names:
+        name = name.strip()
+        if name == EVERY:
+            chosen |= ALL
+        elif name in ALL:
+            chosen.add(name)
+        else:
+            raise ValueError(f"unknown scope {name!r}; scopes are: {', '.join(SCOPES)} (or {EVERY})")
+    return frozenset(chosen)
+
+
+def ordered(scopes: Iterable[str]) -> list[str]:
+    """Scopes in SCOPES order, for output and storage."""
+    held = frozenset(scopes)
+    return [scope for scope in SCOPES if scope in held]
+
+
+def grant_refusal(actor_scopes: frozenset[str], actor_gateways: frozenset[int] | None,
+                  actor_countries: frozenset[str] | None, scopes: frozenset[str],
+                  gateway_ids: frozenset[int] | None, countries: frozenset[str] | None) -> str | None:
+    """Why the key ``actor_*`` may not make (or revoke) a key with these limits; None when it may.
+
+    A key never hands out more than it holds: no scope it lacks, no gateway
+    outside its own, no destination outside its own allow-list. Otherwise a
+    keys:admin key limited to one gateway could mint itself an unlimited one.
+    """
+    if not scopes <= actor_scopes:
+        return "This key may not grant scopes it does not hold."
+    if actor_gateways is not None and (gateway_ids is None or not gateway_ids <= actor_gateways):
+        return "This key may not grant gateways it is not limited to."
+    if actor_countries is not None and (countries is None or not countries <= actor_countries):
+        return "This key may not grant destination countries outside its own."
+    return None
+
+
+def parse_countries(codes: Iterable[str]) -> frozenset[str]:
+    """ISO 3166 alpha-2 codes (any case) as libphonenumber knows them; ValueError names a bad one.
+
+    Checked against libphonenumber's regions, as numbers are: "UK" (not ISO) is
+    refused rather than stored and never matched.
+    """
+    import phonenumbers
+
+    chosen = set()
+    for code in codes:
+        upper = code.strip().upper()
+        if upper not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown country {code!r}: use ISO 3166 alpha-2 codes such as US, GB, DE")
+        chosen.add(upper)
+    return frozenset(chosen)
