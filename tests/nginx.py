@@ -111,6 +111,37 @@ http {{
     return Nginx(f"https://127.0.0.1:{port}", port, workdir, process)
 
 
+@dataclass
+class RawAnswer:
+    status: int
+    headers: dict[str, str]  # names lowercased
+    body: bytes
+    raw: bytes
+
+
+def raw_exchange(port: int, request: bytes, tls: bool = True) -> RawAnswer:
+    """Write ``request`` byte for byte (over TLS unless ``tls`` is false) and read the
+    answer until nginx closes: for malformed request lines, huge URIs, bad versions
+    and raw non-ASCII bytes, which no HTTP client library would send."""
+    import socket
+    import ssl
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        sock = context.wrap_socket(sock, server_hostname="localhost")
+    with sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return RawAnswer(int(status_line.split()[1]), headers, body, data)
+
+
 @contextlib.contextmanager
 def nginx_stack(workdir: Path, config_name: str, database: dict[str, str] | None = None):
     """The API, the guard and nginx serving ``config_name``, a stub gateway, an API
@@ -136,3 +167,31 @@ def nginx_stack(workdir: Path, config_name: str, database: dict[str, str] | None
         stub.stop()
         for process in (nginx.process, guard.process, api.process):
             process.stop()
+
+
+def send_message(stack, external_id: str) -> dict:
+    """One message sent through nginx, which the stub gateway accepts as ``external_id``."""
+    stack["stub"].answer(200, {"data": f'Success "{external_id}'})
+    response = stack["client"].post(f"/api/sms-gateways/{stack['gateway']['id']}/send",
+                                    json={"to_number": "+14155550101", "message": "m"})
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+@contextlib.contextmanager
+def nginx_before_stubs(workdir: Path, config_name: str):
+    """nginx serving ``config_name`` with recording stubs where the API and the guard
+    would be: what nginx itself answers, and exactly what it sends upstream.
+    The guard stub says yes to everything; the API stub answers 200 JSON."""
+    from tests.servers import StubGateway
+
+    api, guard = StubGateway().start(), StubGateway().start()
+    api.answer(200, {"message": "stub API"})
+    guard.answer(200, {"message": "stub guard"})
+    nginx = start_nginx(workdir, config_name, api.port, guard.port)
+    try:
+        yield {"nginx": nginx, "api": api, "guard": guard}
+    finally:
+        nginx.process.stop()
+        api.stop()
+        guard.stop()

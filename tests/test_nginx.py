@@ -7,7 +7,7 @@ import itertools
 import httpx
 import pytest
 
-from tests.nginx import NGINX, nginx_stack
+from tests.nginx import NGINX, nginx_stack, send_message
 from tests.servers import services_required
 
 if NGINX is None and not services_required():
@@ -25,14 +25,7 @@ _ids = itertools.count()
 
 @pytest.fixture
 def send(stack):
-    def make() -> dict:
-        external = f"ngx-{next(_ids)}"
-        stack["stub"].answer(200, {"data": f'Success "{external}'})
-        gid = stack["gateway"]["id"]
-        return stack["client"].post(f"/api/sms-gateways/{gid}/send",
-                                    json={"to_number": "+14155550101", "message": "m"}).json()["data"]
-
-    return make
+    return lambda: send_message(stack, f"ngx-{next(_ids)}")
 
 
 def status_of(stack, message) -> str:
