@@ -18,6 +18,12 @@ PRIVATE = [
     ("POST", "/api/sms-gateways/1/send"),
     ("GET", "/api/sms-gateways/1/messages"),
     ("GET", "/api/sms-messages/1"),
+    ("GET", "/api/sms-messages/1/events"),
+    ("GET", "/api/sms-gateways/1/unmatched-dlrs"),
+    ("POST", "/api/api-keys"),
+    ("GET", "/api/api-keys"),
+    ("DELETE", "/api/api-keys/1"),
+    ("GET", "/api/audit-events"),
 ]
 
 
