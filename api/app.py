@@ -73,6 +73,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         app.state.settings = settings
+        if settings.keyring.current is None:  # said once per process, at start
+            log.warning("SMSGW_SECRET_KEY is not set: gateway passwords are stored in plaintext in the "
+                        "database. Set it (`smsgw secrets generate-key`), then run `smsgw secrets rotate-key`.")
+        else:
+            log.info("gateway passwords are encrypted at rest with key %s", settings.keyring.current_id)
         app.state.dialect = db.dialect_of(settings.database_url)
         app.state.database = db.make_database(settings.database_url)
         await app.state.database.connect()

@@ -152,7 +152,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Make sure a gateway pointing at the simulator exists; print its id."""
     import sqlalchemy as sa
 
-    from api import db, gateways
+    from api import db, gateways, passwords
 
     async def run() -> int:
         database = db.make_database(settings.database_url)
@@ -169,14 +169,44 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                 gateway = await gateways.insert_gateway(database, {
                     "name": DEMO_GATEWAY, "default_sender_id": "smsgw", **values,
                     "notes": "Created by `smsgw demo` for the README walk-through.",
-                })
+                }, settings.keyring)
                 found = gateway["id"]
             else:  # follow the simulator if its address or credentials changed
-                await database.execute(table.update().where(table.c.id == found).values(**values))
+                await database.execute(table.update().where(table.c.id == found)
+                                       .values(**passwords.sealed_values(settings.keyring, values)))
             print(found)
             return 0
         finally:
             await database.disconnect()
+
+    return asyncio.run(run())
+
+
+def cmd_secrets(settings: Settings, args: argparse.Namespace) -> int:
+    """``generate-key`` prints a new SMSGW_SECRET_KEY; ``rotate-key`` seals every gateway
+    password under SMSGW_SECRET_KEY, opening older ones with SMSGW_SECRET_KEY_PREVIOUS."""
+    from api import db, passwords, secrets
+
+    if args.action == "generate-key":
+        print(secrets.generate_key())
+        return 0
+    if settings.keyring.current is None:
+        print("smsgw: SMSGW_SECRET_KEY is not set: there is no key to encrypt passwords with", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        database = db.make_database(settings.database_url)
+        await database.connect()
+        try:
+            changed, total = await passwords.rotate(database, db.dialect_of(settings.database_url), settings.keyring)
+        except passwords.RotationFailed as exc:
+            print(f"smsgw: nothing was changed. {exc}. Add the key that sealed them to "
+                  "SMSGW_SECRET_KEY_PREVIOUS, or set those gateways' passwords again.", file=sys.stderr)
+            return 1
+        finally:
+            await database.disconnect()
+        print(f"{changed} of {total} gateway passwords re-encrypted under key {settings.keyring.current_id}")
+        return 0
 
     return asyncio.run(run())
 
@@ -208,6 +238,12 @@ def parser() -> argparse.ArgumentParser:
     audit_actions = audit.add_subparsers(dest="action", required=True)
     audit_actions.add_parser("verify", help="check the audit trail's hash chain (exit 1 if broken)")
     audit.set_defaults(run=cmd_audit)
+    secrets = commands.add_parser("secrets", help="encryption of gateway passwords at rest")
+    secrets_actions = secrets.add_subparsers(dest="action", required=True)
+    secrets_actions.add_parser("generate-key", help="print a new key for SMSGW_SECRET_KEY")
+    secrets_actions.add_parser("rotate-key", help="re-encrypt every gateway password under SMSGW_SECRET_KEY, "
+                                                  "reading old ones with SMSGW_SECRET_KEY_PREVIOUS")
+    secrets.set_defaults(run=cmd_secrets)
     return top
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from api import secrets
 from api.db import dialect_of
 
 DEFAULT_DATABASE_URL = "sqlite:///var/smsgw.db"
@@ -43,6 +44,7 @@ class Settings:
     simulator_password: str = "demo-password"
     simulator_delay: float = 1.0
     simulator_retry_delay: float = 30.0
+    keyring: secrets.Keyring = secrets.Keyring()  # SMSGW_SECRET_KEY(_PREVIOUS); repr shows ids only
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -84,7 +86,15 @@ class Settings:
             simulator_password=env.get("SMSGW_SIMULATOR_PASSWORD") or cls.simulator_password,
             simulator_delay=_float(env, "SMSGW_SIMULATOR_DELAY", cls.simulator_delay, low=0),
             simulator_retry_delay=_float(env, "SMSGW_SIMULATOR_RETRY_DELAY", cls.simulator_retry_delay, low=0),
+            keyring=_keyring(env),
         )
+
+
+def _keyring(env: dict[str, str]) -> secrets.Keyring:
+    try:
+        return secrets.keyring_from(env.get("SMSGW_SECRET_KEY"), env.get("SMSGW_SECRET_KEY_PREVIOUS"))
+    except secrets.BadKey as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _int(env: dict[str, str], name: str, default: int, low: int = 0, high: int | None = None) -> int:

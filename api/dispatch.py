@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from api import encoding, jsonsafe
+from api import encoding, jsonsafe, passwords, secrets
 
 log = logging.getLogger("smsgw.dispatch")
 
@@ -31,6 +31,7 @@ THROTTLED = "throttled"                # ... that says: too fast (Jasmin 403 thr
 UNREADABLE_REPLY = "unreadable_reply"  # a reply we could not read an id from
 UNREACHABLE = "unreachable"            # no connection, or it broke
 TIMEOUT = "timeout"                    # no answer within SMSGW_GATEWAY_TIMEOUT
+SECRET_UNAVAILABLE = "secret_unavailable"  # the password is sealed with a key this process lacks
 
 
 @dataclass(frozen=True)
@@ -244,9 +245,20 @@ async def send(
     gateway: Mapping[str, Any],
     sub: Submission,
     timeout: float,
+    keyring: secrets.Keyring = secrets.Keyring(),
 ) -> Outcome:
-    """Send ``sub`` through ``gateway``; the whole exchange is bounded by ``timeout``."""
+    """Send ``sub`` through ``gateway``; the whole exchange is bounded by ``timeout``.
+
+    The password is opened here and nowhere else, and only for this request.
+    """
     wire = FORMATS[gateway["provider_type"]]
+    try:
+        gateway = passwords.opened(keyring, gateway)
+    except secrets.SecretUnavailable as exc:
+        # an operator's fault (a missing SMSGW_SECRET_KEY_PREVIOUS), not the gateway's: it is not called
+        log.error("gateway %s cannot be used: its password was %s", gateway.get("id"), exc)
+        return Outcome(ok=False, failure_code=SECRET_UNAVAILABLE,
+                       failure_reason=f"smsgw cannot read this gateway's password: it was {exc}")
     try:
         req = wire.build(gateway, sub)
         async with asyncio.timeout(timeout):

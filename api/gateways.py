@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import audit, auth, callback_tokens, clock, db, scopes
+from api import audit, auth, callback_tokens, clock, db, passwords, scopes, secrets
 from api.bodies import read_body
 from api.dispatch import FORMATS
 from api.responses import ApiError, ok
@@ -165,9 +165,10 @@ def shown(request: Request, row: Mapping[str, Any]) -> dict[str, Any]:
     return scopes.without_secrets(public(row), auth.key_of(request).scopes)
 
 
-async def insert_gateway(database, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Store a gateway from validated ``values``, filling in the defaults; return it."""
-    values = {**DEFAULTS, **values}
+async def insert_gateway(database, values: Mapping[str, Any], keyring: secrets.Keyring) -> dict[str, Any]:
+    """Store a gateway from validated ``values``, filling in the defaults, its password
+    sealed under ``keyring`` (SMSGW_SECRET_KEY) when one is set; return it."""
+    values = passwords.sealed_values(keyring, {**DEFAULTS, **values})
     values.setdefault("api_path", FORMATS[values["provider_type"]].default_path)
     values.setdefault("server_port", default_port(values))
     values.setdefault("callback_token", callback_tokens.generate())
@@ -182,7 +183,7 @@ async def create_gateway(request: Request) -> JSONResponse:
     state = request.app.state
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SCHEMA, from_form=body.from_form, ignored=READ_ONLY)
-    gateway = await insert_gateway(state.database, values)
+    gateway = await insert_gateway(state.database, values, state.settings.keyring)
     await audit.record_request(request, audit.GATEWAY_CREATED, target_type="sms_gateway", target_id=gateway["id"],
                                details={"name": gateway["name"], "fields": sorted(values)})
     return ok("SMS gateway created successfully.", public(gateway), status=201)
@@ -225,7 +226,8 @@ async def update_gateway(request: Request) -> JSONResponse:
     if values:
         updated = await state.database.fetch_val(
             gateways.update().where(gateways.c.id == gateway_id)
-            .values(**values, updated_at=clock.now_iso()).returning(gateways.c.id)
+            .values(**passwords.sealed_values(state.settings.keyring, values), updated_at=clock.now_iso())
+            .returning(gateways.c.id)
         )
         if updated is None:
             raise gateway_not_found()

@@ -133,6 +133,7 @@ async def send_message(request: Request) -> JSONResponse:
         dispatch.Submission(to=values["to_number"], sender=sender, text=values["message"],
                             dlr_url=callback_url),
         state.settings.gateway_timeout,
+        state.settings.keyring,
     )
     await record_outcome(database, state.dialect, message_id, gateway_id, outcome)
     message = public(await fetch_message(database, message_id))
@@ -140,6 +141,10 @@ async def send_message(request: Request) -> JSONResponse:
         return ok("SMS submitted successfully.", message, status=201)
     if outcome.timed_out:
         return ok("The SMS gateway did not answer in time; the message is marked failed.", message, status=504)
+    if outcome.failure_code == dispatch.SECRET_UNAVAILABLE:
+        # 503, not 502: the gateway was never called; smsgw lacks the key to its password
+        return ok("smsgw cannot read this gateway's password (see failure_reason); the message is marked "
+                  "failed and was not sent.", message, status=503)
     return ok("The SMS gateway refused or failed the message.", message, status=502)
 
 
