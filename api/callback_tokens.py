@@ -1,8 +1,8 @@
 """Callback tokens: how they are made, checked and kept out of sight.
 
 One implementation, used by the API and by the guard: a gateway's receipts are
-accepted with its current token, or with its previous one until the grace
-period after a rotation runs out.
+accepted with its current token, or with a previous one until the grace period
+of the rotation that replaced it runs out (each previous token has its own).
 """
 
 from __future__ import annotations
@@ -10,17 +10,29 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 TOKEN_BYTES = 32  # 256 bits from the OS's CSPRNG
 # Tokens travel in query strings and headers: URL-safe characters only.
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{24,255}$")
 REDACTED = "[redacted]"
+# Previous tokens a gateway may have in grace at once: each is compared on every receipt.
+MAX_PREVIOUS_TOKENS = 10
 
 
 def generate() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def well_formed(token: object) -> bool:
+    """Whether ``token`` could be a callback token at all: 24-255 characters of the
+    URL-safe alphabet, and nothing else (no newline, nothing outside ASCII).
+
+    Receipts carry tokens as text the sender chose: mitmproxy decodes a raw byte
+    such as 0xFF in a header as a lone surrogate, which cannot even be encoded.
+    Such a token is simply wrong; no token can have it."""
+    return isinstance(token, str) and TOKEN_PATTERN.fullmatch(token) is not None
 
 
 def token_matches(
@@ -31,19 +43,37 @@ def token_matches(
 ) -> bool:
     """True when ``given`` is the current token, or a previous one within its own grace.
 
-    ``previous`` holds ``(token, expires_at)`` pairs. Every comparison runs, in
-    constant time, so the answer's timing says nothing about which token (if any)
-    came close. Timestamps are the fixed-width UTC text of ``api.clock``, so
-    comparing them as strings compares times.
+    ``previous`` holds ``(token, expires_at)`` pairs. A ``given`` that is not
+    ``well_formed`` never matches (and never raises). Otherwise every comparison
+    runs, in constant time, so the answer's timing says nothing about which token
+    (if any) came close. Timestamps are the fixed-width UTC text of ``api.clock``,
+    so comparing them as strings compares times.
     """
-    if not given:
+    if not well_formed(given):
         return False
-    given_bytes = given.encode()
+    given_bytes = given.encode("ascii")  # stored tokens come from the database: valid text
     ok = hmac.compare_digest(given_bytes, current.encode())
     for token, expires_at in previous:
         live = bool(token) and bool(expires_at) and now_iso < expires_at
         ok = (hmac.compare_digest(given_bytes, (token or "").encode()) and live) or ok
     return ok
+
+
+def in_grace(history: Iterable[Mapping[str, str]] | None, now_iso: str) -> list[dict[str, str]]:
+    """The previous tokens (``{"token", "expires_at"}``) whose grace has not ended, soonest end first."""
+    return sorted(({"token": e["token"], "expires_at": e["expires_at"]} for e in history or []
+                   if now_iso < e["expires_at"]), key=lambda e: e["expires_at"])
+
+
+def history_after_rotation(current: str, history, grace_seconds: int, now_iso: str,
+                           until_iso: str) -> list[dict[str, str]]:
+    """The previous tokens once ``current`` is replaced: every one still in its grace keeps it,
+    and ``current`` joins them until ``until_iso``. A rotation with no grace revokes them all
+    at once, the current one included: that is the answer to a leaked token, and a leak may
+    have taken an older token too."""
+    if grace_seconds <= 0:
+        return []
+    return in_grace([*(history or []), {"token": current, "expires_at": until_iso}], now_iso)
 
 
 def redact_url(url: str) -> str:

@@ -67,7 +67,8 @@ SCHEMA: dict[str, Field] = {
     "notes": Field("text", nullable=True, max_length=10_000),
     "meta": Field("object", nullable=True),
 }
-READ_ONLY = frozenset({"id", "messages_count", "created_at", "updated_at", "callback_token_previous_expires_at"})
+READ_ONLY = frozenset({"id", "messages_count", "created_at", "updated_at", "callback_token_previous_expires_at",
+                       "callback_token_previous_expiries"})
 DEFAULTS = {"provider_type": "jasmin", "is_active": True, "use_ssl": False}
 
 messages_count = (
@@ -79,7 +80,9 @@ messages_count = (
 
 
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A gateway as the API shows it: the password never, the previous token never."""
+    """A gateway as the API shows it: the password never, previous tokens never (only
+    until when each is still accepted, soonest first; the latest in the older single field)."""
+    expiries = [e["expires_at"] for e in callback_tokens.in_grace(row["previous_callback_tokens"], clock.now_iso())]
     return {
         "id": row["id"],
         "name": row["name"],
@@ -90,8 +93,8 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
         "username": row["username"],
         "default_sender_id": row["default_sender_id"],
         "callback_token": row["callback_token"],
-        "callback_token_previous_expires_at": max(
-            (entry["expires_at"] for entry in row["previous_callback_tokens"] or []), default=None),
+        "callback_token_previous_expires_at": expiries[-1] if expiries else None,
+        "callback_token_previous_expiries": expiries,
         "is_active": bool(row["is_active"]),
         "use_ssl": bool(row["use_ssl"]),
         "notes": row["notes"],
@@ -269,12 +272,14 @@ async def delete_gateway(request: Request) -> JSONResponse:
 
 
 async def rotate_callback_token(request: Request) -> JSONResponse:
-    """A new token now; the old one keeps working for the grace period.
+    """A new token now; each previous one keeps working until its own grace ends.
 
     Body (optional): ``{"grace_seconds": N}``, default ``SMSGW_CALLBACK_TOKEN_GRACE``
     (24 h). Gateways can be moved to the new token while receipts already on
-    their way with the old one still arrive. ``grace_seconds: 0`` revokes the
-    old token at once (a leaked token).
+    their way with an old one still arrive; a second rotation does not cut the
+    first one's grace short. ``grace_seconds: 0`` revokes every previous token
+    at once (a leaked token). At most ``MAX_PREVIOUS_TOKENS`` may be in grace:
+    a rotation that would keep more is refused (409), never silently shortened.
     """
     state = request.app.state
     gateway_id = path_id(request)
@@ -285,22 +290,24 @@ async def rotate_callback_token(request: Request) -> JSONResponse:
         from_form=body.from_form,
     )
     grace = values.get("grace_seconds", state.settings.callback_token_grace)
-    stamp = clock.now_iso()
-    gateway = await fetch_gateway(state.database, gateway_id, count=False)
-    if gateway is None:
-        raise gateway_not_found()
-    previous = [{"token": gateway["callback_token"], "expires_at": clock.iso_after(grace)}] if grace > 0 else []
-    updated = await state.database.fetch_val(
-        gateways.update().where(gateways.c.id == gateway_id)
-        .values(
-            previous_callback_tokens=previous,
-            callback_token=callback_tokens.generate(),
-            updated_at=stamp,
-        )
-        .returning(gateways.c.id)
-    )
-    if updated is None:
-        raise gateway_not_found()
+    # Read and write under the row's lock: two rotations at once each keep the other's token.
+    async with db.write_transaction(state.database, state.dialect) as connection:
+        row = await connection.fetch_one(
+            sa.select(gateways.c.callback_token, gateways.c.previous_callback_tokens)
+            .where(gateways.c.id == gateway_id).with_for_update())
+        if row is None:
+            raise gateway_not_found()
+        gateway, stamp = db.as_dict(row), clock.now_iso()
+        history = callback_tokens.history_after_rotation(
+            gateway["callback_token"], gateway["previous_callback_tokens"], grace, stamp, clock.iso_after(grace))
+        if len(history) > callback_tokens.MAX_PREVIOUS_TOKENS:
+            raise ApiError(409, f"This gateway already has {len(history) - 1} previous callback tokens in their "
+                                "grace period; rotate again once some have ended, or with grace_seconds 0 "
+                                "to revoke them all.",
+                           {"grace_seconds": [f"At most {callback_tokens.MAX_PREVIOUS_TOKENS} previous "
+                                              "tokens may be in grace at once."]})
+        await connection.execute(gateways.update().where(gateways.c.id == gateway_id).values(
+            previous_callback_tokens=history, callback_token=callback_tokens.generate(), updated_at=stamp))
     await audit.record_request(request, audit.TOKEN_ROTATED, target_type="sms_gateway", target_id=gateway_id,
                                details={"grace_seconds": grace})
     return ok("Callback token rotated successfully.", public(await get_or_404(request)))

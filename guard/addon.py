@@ -104,10 +104,17 @@ class Guard:
         if target is None:
             return decision.NOT_FOUND, None
         token = decision.find_token(raw_target, header_tokens)
-        if token in (decision.MISSING, decision.CONFLICT):
+        if token in (decision.MISSING, decision.CONFLICT) or not decision.well_formed(token):
             return decision.verdict_for_token(token, None, ""), target
+        arrived = self.store.mark()
         credentials = await self.store.credentials(target.gateway_id)
-        return decision.verdict_for_token(token, credentials, clock.now_iso()), target
+        verdict = decision.verdict_for_token(token, credentials, clock.now_iso())
+        if decision.worth_a_fresh_look(token, verdict):
+            # The cache may predate this gateway or this token: refuse only on a read made
+            # after the request arrived; with none to be had, the verdict is "retry" (503).
+            credentials = await self.store.recheck(target.gateway_id, since=arrived)
+            verdict = decision.verdict_for_token(token, credentials, clock.now_iso())
+        return verdict, target
 
     async def _health(self, flow: http.HTTPFlow) -> None:
         try:

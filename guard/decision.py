@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
-from api.callback_tokens import token_matches
+from api.callback_tokens import token_matches, well_formed
 from api.db import MAX_ID
 
 DLR_PATH = re.compile(r"^/(api/sms-gateways|webhooks/jasmin)/([1-9][0-9]{0,18})/dlr$")
@@ -24,6 +24,9 @@ TOKEN_PARAM = "token"
 TOKEN_HEADER = "X-Callback-Token"
 
 MISSING, CONFLICT = "missing", "conflict"
+# What the token store answers when it did not look: its budget of database reads is
+# spent. "Forbidden" would be a guess (the gateway or its token may be a moment old).
+UNCHECKED = "unchecked"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Target:
 class Verdict:
     status: int
     message: str
+    retry_after: int | None = None  # seconds, for a Retry-After header
 
     @property
     def allowed(self) -> bool:
@@ -49,6 +53,8 @@ MISSING_TOKEN = Verdict(401, "Unauthorized.")
 CONFLICTING_TOKEN = Verdict(400, "Conflicting callback tokens: send exactly one.")
 FORBIDDEN = Verdict(403, "Forbidden.")  # a wrong token and an unknown gateway look alike
 UNAVAILABLE = Verdict(503, "Service unavailable.")
+# Not looked at (too many database reads this second): try again. Not cached by nginx.
+RETRY = Verdict(503, "Service unavailable, retry shortly.", retry_after=1)
 
 
 def parse_target(method: str, raw_target: str) -> Target | None:
@@ -91,12 +97,26 @@ def find_token(raw_target: str, header_values: list[str]) -> str:
 
 
 def verdict_for_token(token: str, credentials, now_iso: str) -> Verdict:
-    """Compare ``token`` with the gateway's current and (within grace) previous token."""
+    """Compare ``token`` with the gateway's current and (each within its grace) previous tokens.
+
+    ``credentials`` is the gateway's ``Credentials``, None when there is no such
+    gateway, or UNCHECKED when the store could not look (a retry, not a refusal).
+    """
     if token == MISSING:
         return MISSING_TOKEN
     if token == CONFLICT:
         return CONFLICTING_TOKEN
+    if not well_formed(token):
+        return FORBIDDEN  # no gateway has such a token: nothing to look up
+    if credentials == UNCHECKED:
+        return RETRY
     if credentials is None:
         return FORBIDDEN
     ok = token_matches(token, credentials.current, credentials.previous, now_iso)
     return ALLOW if ok else FORBIDDEN
+
+
+def worth_a_fresh_look(token: str, verdict: Verdict) -> bool:
+    """A refusal of a token that could be valid is checked again against the database:
+    the gateway, or this token, may be newer than what the guard had cached."""
+    return verdict == FORBIDDEN and well_formed(token)

@@ -7,8 +7,10 @@ reach the API's receipt handler under a path the guard did not check.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from api import clock
+from api import callback_tokens, clock
 from guard import decision
 from guard.store import Credentials
 
@@ -110,14 +112,49 @@ def test_find_token(raw, headers, expected):
 
 def test_verdicts():
     now = clock.now_iso()
-    creds = Credentials("current-token", (("old-token", clock.iso_after(60)),))
-    expired = Credentials("current-token", (("old-token", clock.iso_after(-1)),))
-    assert decision.verdict_for_token("current-token", creds, now) == decision.ALLOW
-    assert decision.verdict_for_token("old-token", creds, now) == decision.ALLOW
-    assert decision.verdict_for_token("old-token", expired, now).status == 403
+    current, old = "current-token-" + "c" * 20, "old-token-" + "o" * 20
+    creds = Credentials(current, ((old, clock.iso_after(60)),))
+    expired = Credentials(current, ((old, clock.iso_after(-1)),))
+    assert decision.verdict_for_token(current, creds, now) == decision.ALLOW
+    assert decision.verdict_for_token(old, creds, now) == decision.ALLOW
+    assert decision.verdict_for_token(old, expired, now).status == 403
     assert decision.verdict_for_token("wrong", creds, now).status == 403
-    assert decision.verdict_for_token("current-token", None, now).status == 403  # no such gateway
+    assert decision.verdict_for_token(current, None, now).status == 403  # no such gateway
+    assert decision.verdict_for_token(current, decision.UNCHECKED, now).status == 503  # not looked at
+    assert decision.verdict_for_token("short", decision.UNCHECKED, now).status == 403  # never a token
     assert decision.verdict_for_token(decision.MISSING, creds, now).status == 401
     assert decision.verdict_for_token(decision.CONFLICT, creds, now).status == 400
     # a wrong token and an unknown gateway are indistinguishable
     assert decision.verdict_for_token("wrong", creds, now) == decision.verdict_for_token("x", None, now)
+    assert decision.verdict_for_token("w" * 30, creds, now) == decision.verdict_for_token("w" * 30, None, now)
+
+
+def test_only_a_refused_token_that_could_be_one_is_looked_up_again():
+    assert decision.worth_a_fresh_look("t" * 30, decision.FORBIDDEN)
+    assert not decision.worth_a_fresh_look("t" * 30, decision.ALLOW)
+    assert not decision.worth_a_fresh_look("t" * 30, decision.RETRY)
+    assert not decision.worth_a_fresh_look("too-short", decision.FORBIDDEN)
+
+
+# Finding 8: text that no token can be (outside ASCII, lone surrogates as mitmproxy's
+# surrogateescape makes of raw bytes) is a wrong token, and checking it never raises.
+any_text = st.text(alphabet=st.characters(codec=None, categories=None), max_size=80)
+
+
+@given(token=any_text, header=any_text)
+@settings(max_examples=300, deadline=None)
+def test_no_text_makes_the_token_check_raise(token, header):
+    now = clock.now_iso()
+    creds = Credentials("current-token-" + "a" * 20, (("old-token-" + "b" * 20, clock.iso_after(60)),))
+    assert callback_tokens.token_matches(token, creds.current, creds.previous, now) is False
+    for raw, headers in ((f"/x?token={token}", []), ("/x", [header]), (f"/x?token={token}", [header])):
+        found = decision.find_token(raw, headers)
+        verdict = decision.verdict_for_token(found, creds, now)
+        assert verdict.status in (400, 401, 403)
+
+
+@pytest.mark.parametrize("token", ["\udcff" * 30, "é" * 30, "\udcc3\udca9" + "a" * 30, "a" * 30 + "\n",
+                                   "current-token-" + "a" * 20 + "\udcff", "\x00" * 30])
+def test_a_token_outside_the_token_alphabet_never_matches(token):
+    assert callback_tokens.token_matches(token, token) is False
+    assert decision.well_formed(token) is False
