@@ -2,7 +2,9 @@
 
 A key is shown once, when it is made, and stored as its SHA-256: a stolen
 database does not hand out working keys. ``SMSGW_ADMIN_KEY``, when set, is
-accepted too, so a first key can be made over the API without the CLI.
+accepted too (with every scope), so a first key can be made over the API
+without the CLI. What a key may do — its scopes, its gateways, its destination
+countries — is decided in ``api.scopes``; ``require_api_key`` enforces it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -23,6 +26,8 @@ from api import audit, clock, db
 from api import scopes as scopes_module
 from api.responses import ApiError
 from api.tables import api_keys
+
+log = logging.getLogger("smsgw.api")
 
 KEY_PREFIX = "smsgw_"
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="smsgw"'}
@@ -171,7 +176,10 @@ def require_api_key(endpoint: Endpoint) -> Endpoint:
         route = request.scope["route"].path
         refused = scopes_module.refusal(method, route, key.scopes, key.gateway_ids, request.path_params.get("id"))
         if refused is not None:
-            await audit.denied(request, method, route, refused)
+            try:
+                await audit.denied(request, method, route, refused)
+            except Exception as exc:  # the refusal stands even when it cannot be recorded
+                log.warning("a refused request could not be recorded in the audit trail (%s)", type(exc).__name__)
             raise ApiError(403, refused)
         return await endpoint(request)
 
