@@ -10,7 +10,6 @@ import sqlite3
 import threading
 
 import httpx
-import pytest
 
 from tests.conftest import ADMIN_KEY
 from tests.servers import run_smsgw, start_api
