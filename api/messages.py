@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import (auth, callback_tokens, clock, db, dispatch, encoding, events, pages, phone, scopes, states,
+from api import (audit, auth, callback_tokens, clock, db, dispatch, encoding, events, pages, phone, scopes, states,
                  unmatched)
 from api.bodies import read_body
 from api.gateways import SENDER, fetch_gateway, gateway_not_found, get_or_404, path_id
@@ -25,6 +26,7 @@ from api.responses import ApiError, ok
 from api.tables import gateways, messages
 from api.validation import Field, ValidationFailed, validate
 
+log = logging.getLogger("smsgw.messages")
 MAX_MESSAGE_CHARS = 1600  # ten concatenated UCS-2 segments and then some
 
 
@@ -99,7 +101,12 @@ async def send_message(request: Request) -> JSONResponse:
     values["to_number"] = phone.e164(values["to_number"])  # stored, sent and fingerprinted as E.164
     countries = request.state.api_key.allowed_countries
     if not phone.allowed(values["to_number"], countries):
-        raise country_refused(values["to_number"], countries)
+        refusal = country_refused(values["to_number"], countries)
+        try:  # by the country's name only: the number is the recipient's, not the trail's
+            await audit.denied(request, "POST", request.scope["route"].path, refusal.message)
+        except Exception as exc:  # the refusal stands even when it cannot be recorded
+            log.warning("a refused send could not be recorded in the audit trail (%s)", type(exc).__name__)
+        raise refusal
     key = idempotency_key(request)
     fingerprint = request_fingerprint(values)
     if key and await key_taken(database, gateway_id, key):

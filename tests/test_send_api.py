@@ -6,9 +6,10 @@ import base64
 import threading
 from urllib.parse import parse_qsl
 
+import httpx
 import pytest
 
-from tests.servers import Reply, free_port
+from tests.servers import Reply, free_port, run_smsgw
 
 
 def send(client, gateway, **body):
@@ -339,3 +340,32 @@ def test_the_list_finds_a_number_however_it_is_typed(client, stub_gateway):
     for typed in ("+14155550177", "+1 (415) 555-0177"):
         assert [m["id"] for m in client.get(base, params={"to_number": typed}).json()["data"]] == [sent["id"]]
     assert client.get(base, params={"to_number": "+14155550178"}).json()["data"] == []
+
+
+# --- a key's destination countries (against SMS-pumping fraud) ----------------------
+
+
+def test_a_key_limited_to_a_country_may_send_only_there(api, client, stub_gateway, stub):
+    made = run_smsgw(api.env, "apikey", "create", "--name", "uk only", "--country", "GB").stdout
+    with httpx.Client(base_url=api.url, timeout=10,
+                      headers={"Authorization": f"Bearer {made.strip().splitlines()[-1]}"}) as uk_only:
+        for number, country in (("+1 415 555 0123", "United States (US)"), ("+33 6 12 34 56 78", "France (FR)")):
+            refused = send(uk_only, stub_gateway, to_number=number)
+            assert refused.status_code == 403, refused.text
+            assert refused.json() == {"message": f"This key may not send to {country}.",
+                                      "errors": {"to_number": ["This key may send only to numbers in: GB."]}}
+        assert stub.received == []
+        assert client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages").json()["data"] == []
+        # an invalid number is still a 422 about the number, not a 403 about the country
+        assert send(uk_only, stub_gateway, to_number="+15555550123").status_code == 422
+
+        allowed = send(uk_only, stub_gateway, to_number="+44 20 7946 0958")
+        assert allowed.status_code == 201, allowed.text
+        assert stub.received[-1].json()["to"] == "+442079460958"
+    # an unlimited key still sends anywhere
+    assert send(client, stub_gateway, to_number="+1 415 555 0123").status_code == 201
+    # the refusal is in the audit trail, by key name, without the number
+    denied = client.get("/api/audit-events", params={"action": "scope.denied"}).json()["data"]
+    mine = [event for event in denied if event["actor"] == "uk only"]
+    assert mine and mine[0]["details"]["reason"] == "This key may not send to United States (US)."
+    assert "4155550123" not in str(mine)
