@@ -125,13 +125,13 @@ def unseal(keyring: Keyring, stored: str, purpose: str) -> str:
     if key is None:
         raise SecretUnavailable(f"sealed with key {wanted}, which is neither SMSGW_SECRET_KEY nor "
                                 "in SMSGW_SECRET_KEY_PREVIOUS")
-    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         if len(raw) < NONCE_BYTES + TAG_BYTES:
             raise InvalidTag
         return AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:],
                                    _aad(stored[:len(PREFIX) + 9], purpose)).decode()
-    except (InvalidTag, UnicodeDecodeError):
+    except (InvalidTag, UnicodeDecodeError, binascii.Error):
         raise SecretUnavailable(f"sealed with key {wanted} but does not open with it "
                                 "(altered, or copied from elsewhere)") from None
 
