@@ -12,6 +12,7 @@ changed, never their values.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ TOKEN_ROTATED = "gateway.token_rotated"
 SCOPE_DENIED = "scope.denied"
 ACTIONS = (KEY_CREATED, KEY_REVOKED, GATEWAY_CREATED, GATEWAY_CHANGED, GATEWAY_DELETED, TOKEN_ROTATED,
            SCOPE_DENIED)
+
+log = logging.getLogger("smsgw.api")
 
 CHAIN_LOCK = ("audit_events", "chain")
 
@@ -118,12 +121,17 @@ denied_limiter = DeniedLimiter()
 
 
 async def denied(request: Request, method: str, route: str, message: str) -> None:
+    """Record a refused request (rate-limited, see DeniedLimiter). Never raises: the
+    refusal stands even when the trail cannot be written, and is logged by type only."""
     key = request.state.api_key
     suppressed = denied_limiter.admit((key.id, key.name, method, route))
     if suppressed is None:
         return
-    await record_request(request, SCOPE_DENIED, details={
-        "method": method, "route": route, "reason": message, "suppressed": suppressed})
+    try:
+        await record_request(request, SCOPE_DENIED, details={
+            "method": method, "route": route, "reason": message, "suppressed": suppressed})
+    except Exception as exc:
+        log.warning("a refused request could not be recorded in the audit trail (%s)", type(exc).__name__)
 
 
 # --- reading it ---------------------------------------------------------------------

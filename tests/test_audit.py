@@ -69,3 +69,20 @@ def test_refusals_are_written_once_a_minute_per_key_and_route_and_counted():
     now[0] += 60
     assert limiter.admit((1, "GET /a")) == 5   # the next row says how many were left out
     assert limiter.admit((1, "GET /a")) is None
+
+
+def test_a_refusal_that_cannot_be_recorded_does_not_raise(caplog):
+    import asyncio
+    from types import SimpleNamespace
+
+    from api import audit
+    from api.auth import ADMIN
+
+    class Down:
+        def connection(self):
+            raise ConnectionRefusedError("database down")
+
+    request = SimpleNamespace(client=None, headers={}, state=SimpleNamespace(api_key=ADMIN),
+                              app=SimpleNamespace(state=SimpleNamespace(database=Down(), dialect="postgresql")))
+    asyncio.run(audit.denied(request, "GET", "/api/unrecordable", "This key may not do this."))
+    assert "could not be recorded in the audit trail (ConnectionRefusedError)" in caplog.text
