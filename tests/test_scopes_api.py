@@ -65,7 +65,9 @@ def test_a_read_key_sees_gateways_without_their_callback_tokens(key_client, clie
     shown = reader.get(f"/api/sms-gateways/{gid}")
     assert listing.status_code == shown.status_code == 200
     assert token not in listing.text and token not in shown.text
-    assert "callback_token" not in shown.json()["data"]
+    assert [name for name in shown.json()["data"] if name.startswith("callback_token")] == []
+    assert all(name not in g for g in listing.json()["data"] for name in ("callback_token",
+                                                                          "callback_token_previous_expiries"))
     assert shown.json()["data"]["name"] == stub_gateway["name"]
     refused(reader.post(f"/api/sms-gateways/{gid}/callback-token/rotate"), "This key may not manage SMS gateways.")
     refused(send(reader, gid), "This key may not send messages.")
