@@ -110,9 +110,10 @@ async def revoke_key(request: Request) -> JSONResponse:
     refused = scopes.grant_refusal(
         actor.scopes, actor.gateway_ids, actor.allowed_countries, frozenset(target["scopes"]),
         None if target["gateway_ids"] is None else frozenset(target["gateway_ids"]),
-        None if target["allowed_countries"] is None else frozenset(target["allowed_countries"]))
+        None if target["allowed_countries"] is None else frozenset(target["allowed_countries"]),
+        verb="revoke a key with")
     if refused:
-        raise ApiError(403, refused.replace("grant", "revoke a key with", 1))
+        raise ApiError(403, refused)
     if not await auth.revoke_key(state.database, state.dialect, audit.actor_of(request), key_id):
         raise ApiError(404, "No active API key has this id.")
     return ok("API key revoked successfully.", await auth.fetch_key(state.database, key_id))

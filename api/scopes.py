@@ -135,7 +135,8 @@ def ordered(scopes: Iterable[str]) -> list[str]:
 
 def grant_refusal(actor_scopes: frozenset[str], actor_gateways: frozenset[int] | None,
                   actor_countries: frozenset[str] | None, scopes: frozenset[str],
-                  gateway_ids: frozenset[int] | None, countries: frozenset[str] | None) -> str | None:
+                  gateway_ids: frozenset[int] | None, countries: frozenset[str] | None,
+                  verb: str = "grant") -> str | None:
     """Why the key ``actor_*`` may not make (or revoke) a key with these limits; None when it may.
 
     A key never hands out more than it holds: no scope it lacks, no gateway
@@ -143,11 +144,11 @@ def grant_refusal(actor_scopes: frozenset[str], actor_gateways: frozenset[int] |
     keys:admin key limited to one gateway could mint itself an unlimited one.
     """
     if not scopes <= actor_scopes:
-        return "This key may not grant scopes it does not hold."
+        return f"This key may not {verb} scopes it does not hold."
     if actor_gateways is not None and (gateway_ids is None or not gateway_ids <= actor_gateways):
-        return "This key may not grant gateways it is not limited to."
+        return f"This key may not {verb} gateways it is not limited to."
     if actor_countries is not None and (countries is None or not countries <= actor_countries):
-        return "This key may not grant destination countries outside its own."
+        return f"This key may not {verb} destination countries outside its own."
     return None
 
 
