@@ -38,6 +38,9 @@ class Settings:
     guard_confdir: str = "var/guard"
     guard_cache_ttl: float = 5.0
     guard_body_limit: int = 64 * 1024
+    guard_idle_timeout: int = 30        # seconds a client connection may sit idle
+    guard_header_timeout: float = 10.0  # seconds to read one request head, from its first byte
+    guard_max_connections: int = 0      # 0: derived from the open-files limit
     simulator_host: str = "127.0.0.1"
     simulator_port: int = 8025
     simulator_username: str = "demo"
@@ -80,6 +83,9 @@ class Settings:
             guard_confdir=env.get("SMSGW_GUARD_CONFDIR") or cls.guard_confdir,
             guard_cache_ttl=_float(env, "SMSGW_GUARD_CACHE_TTL", cls.guard_cache_ttl, low=0),
             guard_body_limit=_int(env, "SMSGW_GUARD_BODY_LIMIT", cls.guard_body_limit, low=1024),
+            guard_idle_timeout=_int(env, "SMSGW_GUARD_IDLE_TIMEOUT", cls.guard_idle_timeout, low=1, high=3600),
+            guard_header_timeout=_float(env, "SMSGW_GUARD_HEADER_TIMEOUT", cls.guard_header_timeout, low=0.1),
+            guard_max_connections=_int(env, "SMSGW_GUARD_MAX_CONNECTIONS", cls.guard_max_connections, low=0),
             simulator_host=env.get("SMSGW_SIMULATOR_HOST", cls.simulator_host),
             simulator_port=_int(env, "SMSGW_SIMULATOR_PORT", cls.simulator_port, low=1, high=65535),
             simulator_username=env.get("SMSGW_SIMULATOR_USERNAME") or cls.simulator_username,

@@ -15,6 +15,7 @@ import os
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from databases import Database
@@ -59,6 +60,23 @@ def make_database(url: str) -> Database:
             path.parent.mkdir(parents=True, exist_ok=True)
         return Database(connect_url(url), timeout=SQLITE_BUSY_TIMEOUT_S)
     return Database(connect_url(url))
+
+
+def make_readonly_database(url: str) -> Database:
+    """A database handle that can only read, for the guard.
+
+    SQLite: the file is opened with ``mode=ro`` (a URI filename), so a wrong path
+    is an error on first use instead of a new, empty database created there (and
+    no directory is made). PostgreSQL: every transaction is read-only by default.
+    """
+    if dialect_of(url) == "postgresql":
+        return Database(connect_url(url), server_settings={"default_transaction_read_only": "on"})
+    path = sqlite_file(url)
+    if path is None:  # in-memory: nothing to protect, nothing to read either
+        return make_database(url)
+    # ``databases`` unquotes the URL's path once; the URI filename keeps its own escapes.
+    uri = quote(path.absolute().as_uri() + "?mode=ro", safe="/:?=")
+    return Database("sqlite+aiosqlite:///" + uri, timeout=SQLITE_BUSY_TIMEOUT_S, uri=True)
 
 
 def json_merged(dialect: str, column: sa.Column, payload: dict[str, Any]) -> sa.ColumnElement:

@@ -31,6 +31,33 @@ def reply(flow: http.HTTPFlow, status: int, body: dict | None = None) -> None:
     flow.response = http.Response.make(status, content, headers)
 
 
+# Headers through which a client could speak for the guard: dropped, and
+# X-Forwarded-For set to the address the guard itself saw.
+FORWARDING_HEADERS = ("X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "X-Real-IP")
+
+
+def frame_exactly(request: http.Request) -> None:
+    """Send the buffered body with an exact Content-Length and nothing else framing it.
+
+    An HTTP/2 request may come without content-length; forwarded as HTTP/1.1
+    with neither Content-Length nor Transfer-Encoding, the API would read its
+    body as a second request (smuggling). The body is whole by now
+    (``stream_large_bodies`` is off), so its length is known, whatever the
+    client's protocol. Trailers would need chunked encoding: dropped.
+    """
+    request.headers.pop("Transfer-Encoding", None)
+    request.headers["Content-Length"] = str(len(request.raw_content or b""))
+    request.trailers = None
+
+
+def forward_from(request: http.Request, peer: str) -> None:
+    """The API learns the client's address from the guard alone: X-Forwarded-For
+    is replaced (never appended to) and the other forwarding headers dropped."""
+    for name in FORWARDING_HEADERS:
+        request.headers.pop(name, None)
+    request.headers["X-Forwarded-For"] = peer
+
+
 def refuse(flow: http.HTTPFlow, verdict: Verdict) -> None:
     reply(flow, verdict.status, {"message": verdict.message})
 
@@ -48,8 +75,18 @@ class Guard:
             refuse(flow, decision.UNAVAILABLE)
 
     def request(self, flow: http.HTTPFlow) -> None:
+        """Runs once the whole request is read, whatever the client's protocol."""
+        if flow.response is not None:
+            return
         # Second line: a flow not explicitly admitted never goes upstream.
-        if flow.response is None and not flow.metadata.get(ADMITTED):
+        if not flow.metadata.get(ADMITTED):
+            refuse(flow, decision.UNAVAILABLE)
+            return
+        try:
+            frame_exactly(flow.request)
+            forward_from(flow.request, flow.client_conn.peername[0])
+        except Exception as exc:  # fail closed
+            log.error("guard could not frame an admitted request (%s); answered 503", type(exc).__name__)
             refuse(flow, decision.UNAVAILABLE)
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -91,11 +128,13 @@ class Guard:
             return
         # Forward exactly the canonical path the decision was made on, without the token.
         request.path = target.path + (f"?{target.query}" if target.query else "")
-        # A receipt is one plain request, nothing more: no token, no protocol switch.
-        for name in (decision.TOKEN_HEADER, "Upgrade", "Trailer"):
+        # A receipt is one plain request, nothing more: no token, no protocol switch
+        # (h2c's HTTP2-Settings too), and Connection reduced to what it says of the end.
+        for name in (decision.TOKEN_HEADER, "Upgrade", "HTTP2-Settings", "Trailer"):
             request.headers.pop(name, None)
-        if "upgrade" in request.headers.get("Connection", "").lower():
-            request.headers["Connection"] = "keep-alive"
+        if "Connection" in request.headers:
+            closing = any("close" in value.lower() for value in request.headers.get_all("Connection"))
+            request.headers["Connection"] = "close" if closing else "keep-alive"
         flow.metadata[ADMITTED] = True
 
     async def judge(self, method: str, raw_target: str, header_tokens: list[str]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from mitmproxy.master import Master
 
 from api import db
 from api.config import Settings
+from guard import limits
 from guard.addon import Guard
 from guard.store import TokenStore
 
@@ -34,22 +36,32 @@ def proxy_options(settings: Settings) -> dict:
         "stream_large_bodies": None,          # a streamed body would be upstream before we decide
         "validate_inbound_headers": True,     # no request smuggling through odd headers
         "keep_host_header": False,            # the API sees its own Host, whatever the client sent
-        "http2": True,
+        # No HTTP/2 (ALPN offers HTTP/1 only): an h2 request without content-length,
+        # forwarded as HTTP/1.1, smuggled a second request. The request hook frames
+        # every admitted request exactly too, whatever the protocol.
+        "http2": False,
+        "tcp_timeout": settings.guard_idle_timeout,  # idle client connections are closed
         "rawtcp": False,
         "websocket": False,
     }
 
 
 def build_master(settings: Settings, guard: object) -> Master:
-    """mitmproxy with the proxy core, TLS for clients that speak it, and ``guard``
-    (must be called inside a running event loop). The benchmark builds its
-    do-nothing twin with this too."""
+    """mitmproxy with the proxy core, TLS for clients that speak it, the connection
+    limits, and ``guard`` (must be called inside a running event loop). Raises the
+    open-files limit first. The benchmark builds its do-nothing twin with this too."""
     Path(settings.guard_confdir).mkdir(parents=True, exist_ok=True)
+    was = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    fd_limit = limits.raise_fd_limit()
+    most = limits.max_connections(settings.guard_max_connections, fd_limit)
+    log.info("open files limit %s %d; at most %d client connections",
+             "raised to" if fd_limit > was else "is", fd_limit, most)
     master = Master(options.Options(confdir=settings.guard_confdir))
     master.addons.add(
         core.Core(),
         proxyserver.Proxyserver(),
         next_layer.NextLayer(),
+        limits.ConnectionLimits(most, settings.guard_header_timeout),  # after NextLayer: sees its choice
         tlsconfig.TlsConfig(),
         disable_h2c.DisableH2C(),
         errorcheck.ErrorCheck(),
@@ -60,9 +72,15 @@ def build_master(settings: Settings, guard: object) -> Master:
 
 
 async def serve(settings: Settings) -> None:
-    database = db.make_database(settings.database_url)
+    database = db.make_readonly_database(settings.database_url)
     await database.connect()
-    master = build_master(settings, Guard(TokenStore(database, ttl=settings.guard_cache_ttl)))
+    store = TokenStore(database, ttl=settings.guard_cache_ttl)
+    try:
+        await store.ping()
+    except Exception as exc:  # fail closed: answer 503 until the database can be read
+        log.error("guard cannot read its database (%s); receipts and health answer 503 until it can",
+                  type(exc).__name__)
+    master = build_master(settings, Guard(store))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)

@@ -132,13 +132,14 @@ class Guard:
 
 
 def start_guard(workdir: Path, env: dict[str, str], upstream: str, port: int | None = None,
-                **overrides: str) -> Guard:
+                prefix: tuple[str, ...] = (), **overrides: str) -> Guard:
     """``smsgw guard`` on ``port`` (a free one by default), reading tokens from ``env``'s
-    database, forwarding to ``upstream``."""
+    database, forwarding to ``upstream``. ``prefix`` runs it under another command
+    (e.g. ``prlimit --nofile=256:4096``) that execs it, so the pid stays the guard's."""
     port = port or free_port()
     env = {**env, "SMSGW_API_URL": upstream, "SMSGW_GUARD_HOST": "127.0.0.1",
            "SMSGW_GUARD_PORT": str(port), "SMSGW_GUARD_CONFDIR": str(workdir / f"guard-{port}"), **overrides}
-    process = start(env, [*SMSGW, "guard"], workdir / f"guard-{port}.log")
+    process = start(env, [*prefix, *SMSGW, "guard"], workdir / f"guard-{port}.log")
     url = f"http://127.0.0.1:{port}"
     wait_for_start(process, lambda: httpx_status(url + "/_guard/health") is not None, "the guard")
     return Guard(url, port, process)
