@@ -150,23 +150,25 @@ def nginx_stack(workdir: Path, config_name: str, database: dict[str, str] | None
 
     from tests.servers import StubGateway, run_smsgw, start_api, start_guard
 
-    api = start_api(workdir, **(database or {}))
-    guard = start_guard(workdir, api.env, api.url)
-    nginx = start_nginx(workdir / "nginx", config_name, int(api.url.rsplit(":", 1)[1]), guard.port)
-    key = run_smsgw(api.env, "apikey", "create", "--name", "nginx").stdout.strip().splitlines()[-1]
-    stub = StubGateway().start()
-    client = httpx.Client(base_url=nginx.url, verify=False, headers={"Authorization": f"Bearer {key}"})
-    try:
+    # Everything started is stopped, even when a later step of the set-up fails:
+    # a failed ``apikey create`` must not leave the API, the guard and nginx running.
+    with contextlib.ExitStack() as started:
+        api = start_api(workdir, **(database or {}))
+        started.callback(api.process.stop)
+        guard = start_guard(workdir, api.env, api.url)
+        started.callback(guard.process.stop)
+        nginx = start_nginx(workdir / "nginx", config_name, int(api.url.rsplit(":", 1)[1]), guard.port)
+        started.callback(nginx.process.stop)
+        key = run_smsgw(api.env, "apikey", "create", "--name", "nginx").stdout.strip().splitlines()[-1]
+        stub = StubGateway().start()
+        started.callback(stub.stop)
+        client = started.enter_context(
+            httpx.Client(base_url=nginx.url, verify=False, headers={"Authorization": f"Bearer {key}"}))
         gateway = client.post("/api/sms-gateways", json={
             "name": "behind nginx", "server_host": "127.0.0.1", "server_port": stub.port,
             "api_path": "secure/send", "default_sender_id": "X"}).json()["data"]
         yield {"api": api, "guard": guard, "nginx": nginx, "client": client, "gateway": gateway, "stub": stub,
                "key": key}
-    finally:
-        client.close()
-        stub.stop()
-        for process in (nginx.process, guard.process, api.process):
-            process.stop()
 
 
 def send_message(stack, external_id: str) -> dict:
@@ -185,13 +187,12 @@ def nginx_before_stubs(workdir: Path, config_name: str):
     The guard stub says yes to everything; the API stub answers 200 JSON."""
     from tests.servers import StubGateway
 
-    api, guard = StubGateway().start(), StubGateway().start()
-    api.answer(200, {"message": "stub API"})
-    guard.answer(200, {"message": "stub guard"})
-    nginx = start_nginx(workdir, config_name, api.port, guard.port)
-    try:
+    with contextlib.ExitStack() as started:
+        api, guard = StubGateway().start(), StubGateway().start()
+        started.callback(api.stop)
+        started.callback(guard.stop)
+        api.answer(200, {"message": "stub API"})
+        guard.answer(200, {"message": "stub guard"})
+        nginx = start_nginx(workdir, config_name, api.port, guard.port)
+        started.callback(nginx.process.stop)
         yield {"nginx": nginx, "api": api, "guard": guard}
-    finally:
-        nginx.process.stop()
-        api.stop()
-        guard.stop()
