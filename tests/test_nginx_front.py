@@ -60,6 +60,30 @@ def test_every_upstream_request_carries_nginx_s_forwarded_headers_not_the_client
         assert "close" not in headers.get("connection", "").lower(), where
 
 
+def accepted_connections(stub) -> list:
+    """The TCP connections ``stub`` accepts from now on, one entry each."""
+    accepted, accept = [], stub.server.get_request
+
+    def counting():
+        connection = accept()
+        accepted.append(connection[1])
+        return connection
+
+    stub.server.get_request = counting
+    return accepted
+
+
+def test_receipts_reuse_upstream_connections(front):
+    # smsgw.conf sends receipts to the API; the variant sends them to the guard
+    upstream = front["api"] if front["config"] == "smsgw.conf" else front["guard"]
+    accepted, before = accepted_connections(upstream), len(upstream.received)
+    for _ in range(10):  # each on a new client connection that asks to be closed
+        response, _ = through_nginx(front, "POST", f"/webhooks/jasmin/7/dlr?token={CANARY}", data={"id": "x"})
+        assert response.status_code == 200
+    assert len(upstream.received) - before == 10
+    assert len(accepted) <= 2, f"{len(accepted)} upstream connections for 10 receipts"
+
+
 # --- what nginx answers by itself ----------------------------------------------
 
 def request_bytes(line: str, *headers: str, body: bytes = b"") -> bytes:
