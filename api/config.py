@@ -6,6 +6,7 @@ them. Defaults make ``make run`` work on a fresh machine with nothing set.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ class Settings:
     guard_idle_timeout: int = 30        # seconds a client connection may sit idle
     guard_header_timeout: float = 10.0  # seconds to read one request head, from its first byte
     guard_max_connections: int = 0      # 0: derived from the open-files limit
+    guard_trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For (one address) is kept
     simulator_host: str = "127.0.0.1"
     simulator_port: int = 8025
     simulator_username: str = "demo"
@@ -86,6 +88,7 @@ class Settings:
             guard_idle_timeout=_int(env, "SMSGW_GUARD_IDLE_TIMEOUT", cls.guard_idle_timeout, low=1, high=3600),
             guard_header_timeout=_float(env, "SMSGW_GUARD_HEADER_TIMEOUT", cls.guard_header_timeout, low=0.1),
             guard_max_connections=_int(env, "SMSGW_GUARD_MAX_CONNECTIONS", cls.guard_max_connections, low=0),
+            guard_trusted_proxies=_addresses(env, "SMSGW_GUARD_TRUSTED_PROXIES"),
             simulator_host=env.get("SMSGW_SIMULATOR_HOST", cls.simulator_host),
             simulator_port=_int(env, "SMSGW_SIMULATOR_PORT", cls.simulator_port, low=1, high=65535),
             simulator_username=env.get("SMSGW_SIMULATOR_USERNAME") or cls.simulator_username,
@@ -101,6 +104,18 @@ def _keyring(env: dict[str, str]) -> secrets.Keyring:
         return secrets.keyring_from(env.get("SMSGW_SECRET_KEY"), env.get("SMSGW_SECRET_KEY_PREVIOUS"))
     except secrets.BadKey as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _addresses(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses, written as ``ipaddress`` writes them."""
+    found = []
+    for raw in (env.get(name) or "").split(","):
+        if raw.strip():
+            try:
+                found.append(str(ipaddress.ip_address(raw.strip())))
+            except ValueError:
+                raise ConfigError(f"{name} must list IP addresses, not {raw.strip()!r}") from None
+    return tuple(found)
 
 
 def _int(env: dict[str, str], name: str, default: int, low: int = 0, high: int | None = None) -> int:

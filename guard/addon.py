@@ -8,6 +8,7 @@ admit. Nothing reaches the API unless this addon said so.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 
@@ -50,12 +51,23 @@ def frame_exactly(request: http.Request) -> None:
     request.trailers = None
 
 
-def forward_from(request: http.Request, peer: str) -> None:
+def client_address(peer: str, forwarded_for: list[str], trusted: tuple[str, ...]) -> str:
+    """The address the API is told: the peer's, unless the peer is a proxy the
+    operator trusts (nginx in front) and says, as one address, whom it saw."""
+    if peer in trusted and len(forwarded_for) == 1:
+        try:
+            return str(ipaddress.ip_address(forwarded_for[0].strip()))
+        except ValueError:
+            pass
+    return peer
+
+
+def forward_from(request: http.Request, address: str) -> None:
     """The API learns the client's address from the guard alone: X-Forwarded-For
     is replaced (never appended to) and the other forwarding headers dropped."""
     for name in FORWARDING_HEADERS:
         request.headers.pop(name, None)
-    request.headers["X-Forwarded-For"] = peer
+    request.headers["X-Forwarded-For"] = address
 
 
 def refuse(flow: http.HTTPFlow, verdict: Verdict) -> None:
@@ -63,8 +75,9 @@ def refuse(flow: http.HTTPFlow, verdict: Verdict) -> None:
 
 
 class Guard:
-    def __init__(self, store: TokenStore):
+    def __init__(self, store: TokenStore, trusted_proxies: tuple[str, ...] = ()):
         self.store = store
+        self.trusted_proxies = trusted_proxies
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         try:
@@ -84,7 +97,9 @@ class Guard:
             return
         try:
             frame_exactly(flow.request)
-            forward_from(flow.request, flow.client_conn.peername[0])
+            forward_from(flow.request, client_address(
+                flow.client_conn.peername[0], flow.request.headers.get_all("X-Forwarded-For"),
+                self.trusted_proxies))
         except Exception as exc:  # fail closed
             log.error("guard could not frame an admitted request (%s); answered 503", type(exc).__name__)
             refuse(flow, decision.UNAVAILABLE)

@@ -9,6 +9,9 @@ of what that limit leaves after a reserve, as each client may need an upstream
 connection too — closing the excess at once, closes idle connections (the
 ``tcp_timeout`` option) and slow request heads (``guard.http1``), and logs
 running out of descriptors as one line now and then.
+
+Every client connection gets ``BoundedHttp1Server``: the guard speaks HTTP/1
+only (``http2`` is off, and TLS clients are offered HTTP/1 alone).
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ async def serve(settings: Settings) -> None:
     except Exception as exc:  # fail closed: answer 503 until the database can be read
         log.error("guard cannot read its database (%s); receipts and health answer 503 until it can",
                   type(exc).__name__)
-    master = build_master(settings, Guard(store))
+    master = build_master(settings, Guard(store, settings.guard_trusted_proxies))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
