@@ -308,6 +308,36 @@ def test_streaming_50_mb_of_header_is_cut_off_and_memory_stays_flat(world, upstr
     receipt_still_works(world)
 
 
+def test_bytes_pipelined_behind_a_request_in_flight_are_bounded_too(world, tmp_path):
+    """While a receipt waits for the API, what the client sends next waits in a
+    buffer: past 64 KiB the guard hangs up instead of holding it all."""
+    release = threading.Event()
+    stub = StubGateway().start()
+    stub.answer(200, {"message": "DLR received"}, hold=release)
+    guard = start_guard(tmp_path, world["api"].env, f"http://127.0.0.1:{stub.port}")
+    pid, sent, chunk = guard.process.popen.pid, 0, b"a" * 65536
+    try:
+        with socket.create_connection(("127.0.0.1", guard.port), timeout=10) as sock:
+            sock.sendall(f"POST {receipt_target(world['two'])} HTTP/1.1\r\nHost: x\r\n"
+                         "Content-Length: 0\r\n\r\n".encode())
+            wait_until(stub.arrived.is_set, what="the receipt to reach the upstream")
+            before = vm_rss_kb(pid)
+            try:
+                while sent < 50 * MB:
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        grown = vm_rss_kb(pid) - before
+    finally:
+        release.set()
+        guard.process.stop()
+        stub.stop()
+    print(f"pipelined {sent / MB:.2f} MB before the guard hung up; RSS grew by {grown} kB")
+    assert sent < 50 * MB, "the guard kept buffering what came behind a request in flight"
+    assert grown < 8 * 1024
+
+
 def test_a_slow_head_is_cut_off_after_the_header_timeout(world, tmp_path):
     """Slowloris: a byte now and then keeps a connection active, so only a limit on
     the time to read the whole head ends it."""
