@@ -95,9 +95,11 @@ class BoundedHttp1Server(Http1Server):
 
     def wait(self, event: events.Event):
         # A request is in flight; what the client sends meanwhile waits in the buffer.
+        # Past the limit: hang up, and let mitmproxy's own ``wait`` tell the flow when
+        # the close comes back (as for a client that left).
         if isinstance(event, events.DataReceived) and len(self.buf) > HEAD_LIMIT:
+            self.buf = type(self.buf)()
             yield commands.CloseConnection(self.conn)
-            self.state = self.done
             return
         yield from super().wait(event)
 
