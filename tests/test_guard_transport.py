@@ -280,6 +280,22 @@ def test_a_header_over_64_kib_is_431_in_json(world, upstream):
     assert upstream.requests == []
 
 
+def test_over_tls_too_a_receipt_is_served_and_an_oversized_head_is_431(world, upstream):
+    """The guard autodetects TLS; behind it the same bounded HTTP/1 server reads the head."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    answers = []
+    for extra in (b"", b"X-Big: " + b"a" * (70 * 1024) + b"\r\n"):
+        with socket.create_connection(("127.0.0.1", world["guard"].port), timeout=10) as plain, \
+                context.wrap_socket(plain, server_hostname="localhost") as tls:
+            tls.sendall(f"POST {receipt_target(world['two'])} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        "Content-Length: 0\r\n".encode() + extra + b"\r\n")
+            answers.append(json_answer(read_until_closed(tls)))
+    assert [(status, body) for status, _, body in answers] == [
+        (200, {"message": "DLR received"}), (431, {"message": "Request header fields too large."})]
+    assert len(upstream.requests) == 1
+
+
 def test_a_big_but_bounded_head_is_still_served(world, upstream):
     status, _ = raw_request(world["guard"].port, "POST", receipt_target(world["two"]),
                             headers={"X-Padding": "p" * (32 * 1024)})
