@@ -70,8 +70,11 @@ class BoundedHttp1Server(Http1Server):
 
     def _handle_event(self, event: events.Event):
         if isinstance(event, events.Wakeup):
-            if event.command is self._head_clock and self.state == self.read_headers and self.buf:
-                yield from self._refuse(408)
+            if event.command is self._head_clock and self.state == self.read_headers:
+                if self.buf:
+                    yield from self._refuse(408)
+                else:  # only empty lines came (some clients end a body with one): idle again
+                    self._head_clock = None
             return
         if (isinstance(event, events.DataReceived) and self.state == self.read_headers
                 and self._head_clock is None):
