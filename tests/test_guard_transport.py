@@ -662,3 +662,32 @@ def test_the_connection_cap_follows_the_file_limit_unless_set():
     assert max_connections(0, 256) == (256 - FD_RESERVE) // 2
     assert max_connections(0, 1_048_576) == (1_048_576 - FD_RESERVE) // 2
     assert max_connections(5000, 256) == 5000  # the operator's choice stands
+
+
+def test_the_head_clock_runs_from_a_heads_first_byte_and_empty_lines_do_not_stop_it_for_good():
+    """BoundedHttp1Server alone, driven event by event (no timers, no network)."""
+    from mitmproxy import options
+    from mitmproxy.proxy import commands, events
+    from mitmproxy.proxy.context import Context
+
+    from guard.http1 import BoundedHttp1Server
+
+    context = Context(tflow.tclient_conn(), options.Options())
+    server = BoundedHttp1Server(context, head_timeout=3)
+    list(server.handle_event(events.Start()))
+
+    def feed(event) -> list:
+        return list(server.handle_event(event))
+
+    def clock_in(produced) -> commands.RequestWakeup:
+        [clock] = [c for c in produced if isinstance(c, commands.RequestWakeup)]
+        assert clock.delay == 3
+        return clock
+
+    first = clock_in(feed(events.DataReceived(context.client, b"\r\n")))  # an empty line starts a clock...
+    assert feed(events.Wakeup(first)) == []  # ...that finds nothing pending: idle again
+    second = clock_in(feed(events.DataReceived(context.client, b"POST / HTTP/1.1\r\n")))
+    assert not any(isinstance(c, commands.RequestWakeup) for c in feed(events.DataReceived(context.client, b"X: 1\r\n")))
+    answer = feed(events.Wakeup(second))
+    assert [type(c) for c in answer] == [commands.SendData, commands.CloseConnection]
+    assert answer[0].data.startswith(b"HTTP/1.1 408 ") and answer[0].data.endswith(b'{"message": "Request timeout."}')
