@@ -606,6 +606,33 @@ def test_a_body_over_the_limit_is_413_in_json(world, upstream):
     assert upstream.requests == []
 
 
+def test_the_guards_database_handle_reads_but_cannot_write(database, tmp_path):
+    """SQLite opened with mode=ro; PostgreSQL sessions read-only by default."""
+    import asyncio
+    import sqlite3
+
+    from api import db
+
+    url = database.get("SMSGW_DATABASE_URL")
+    if url is None:
+        path = tmp_path / "readonly.db"
+        sqlite3.connect(path).close()  # an existing, empty database file
+        url = f"sqlite:///{path}"
+
+    async def go():
+        handle = db.make_readonly_database(url)
+        await handle.connect()
+        try:
+            assert await handle.fetch_val("SELECT 1") == 1
+            with pytest.raises(Exception) as refused:
+                await handle.execute("CREATE TABLE guard_wrote_here (x INTEGER)")
+            return str(refused.value)
+        finally:
+            await handle.disconnect()
+
+    assert re.search(r"readonly|read-only", asyncio.run(go()))
+
+
 def test_a_wrong_database_path_creates_nothing_and_the_guard_fails_closed(world, tmp_path):
     missing = tmp_path / "no-such-dir" / "smsgw.db"
     env = {**world["api"].env, "SMSGW_DATABASE_URL": f"sqlite:///{missing}"}
