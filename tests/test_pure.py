@@ -58,16 +58,20 @@ def test_generated_tokens_are_url_safe_and_random():
     assert all(callback_tokens.TOKEN_PATTERN.match(t) and len(t) >= 43 for t in tokens)
 
 
-def test_token_matches_current_and_previous_within_grace():
+def test_token_matches_current_and_each_previous_within_its_own_grace():
     now = clock.now_iso()
-    later, earlier = clock.iso_after(60), clock.iso_after(-60)
-    assert callback_tokens.token_matches("cur", "cur", "old", later, now)
-    assert callback_tokens.token_matches("old", "cur", "old", later, now)
-    assert not callback_tokens.token_matches("old", "cur", "old", earlier, now)
-    assert not callback_tokens.token_matches("old", "cur", "old", None, now)
-    assert not callback_tokens.token_matches("", "cur", "", later, now)
-    assert not callback_tokens.token_matches(None, "cur")
-    assert not callback_tokens.token_matches("cu", "cur")
+    later, latest, earlier = clock.iso_after(60), clock.iso_after(120), clock.iso_after(-60)
+    cur, old, older, gone = ("c" * 30, "o" * 30, "p" * 30, "g" * 30)
+    previous = [(old, later), (older, latest), (gone, earlier)]
+    assert callback_tokens.token_matches(cur, cur, previous, now)
+    assert callback_tokens.token_matches(old, cur, previous, now)
+    assert callback_tokens.token_matches(older, cur, previous, now)
+    assert not callback_tokens.token_matches(gone, cur, previous, now)  # its grace is over
+    assert not callback_tokens.token_matches(old, cur, [(old, "")], now)
+    assert not callback_tokens.token_matches("", cur, [("", later)], now)
+    assert not callback_tokens.token_matches(None, cur)
+    assert not callback_tokens.token_matches(cur[:-1], cur)
+    assert not callback_tokens.token_matches("cur", "cur")  # not a well-formed token at all
 
 
 def test_redact_url_hides_only_the_token():
