@@ -26,9 +26,11 @@ HEALTH_PATH = "/_guard/health"
 CHECK_PATH = "/_guard/check"  # nginx's auth_request asks here
 
 
-def reply(flow: http.HTTPFlow, status: int, body: dict | None = None) -> None:
+def reply(flow: http.HTTPFlow, status: int, body: dict | None = None, retry_after: int | None = None) -> None:
     content = json.dumps(body).encode() if body is not None else b""
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    if retry_after is not None:  # "not checked, try again": a gateway's retry, not a refusal
+        headers["Retry-After"] = str(retry_after)
     flow.response = http.Response.make(status, content, headers)
 
 
@@ -71,7 +73,7 @@ def forward_from(request: http.Request, address: str) -> None:
 
 
 def refuse(flow: http.HTTPFlow, verdict: Verdict) -> None:
-    reply(flow, verdict.status, {"message": verdict.message})
+    reply(flow, verdict.status, {"message": verdict.message}, verdict.retry_after)
 
 
 class Guard:
@@ -134,7 +136,7 @@ class Guard:
             # nginx's auth_request understands 2xx, 401 and 403 (and turns 5xx into 500):
             # anything else that is a refusal is a 403 there.
             status = verdict.status if verdict.status in (200, 401, 503) else 403
-            reply(flow, status)
+            reply(flow, status, retry_after=verdict.retry_after)
             return
         verdict, target = await self.judge(request.method, raw_target,
                                            request.headers.get_all(decision.TOKEN_HEADER))

@@ -6,6 +6,7 @@ import asyncio
 
 from mitmproxy.test import taddons, tflow
 
+from guard import decision
 from guard.addon import Guard
 from guard.store import Credentials
 
@@ -114,3 +115,20 @@ def test_the_nginx_check_endpoint_decides_from_the_original_request():
     assert check("/webhooks/jasmin/1/dlr?token=nope") == 403
     assert check(f"/webhooks/jasmin/1/dlr?token={TOKEN}", token="other") == 403  # conflict
     assert check(f"/webhooks/jasmin/1/dlr?token={TOKEN}", method="DELETE") == 403  # nginx knows no 404 here
+
+
+class Unchecked(Store):
+    """A store whose ration of database reads is spent: it could not look."""
+
+    async def recheck(self, gateway_id, since):
+        return decision.UNCHECKED
+
+
+def test_a_token_the_guard_could_not_check_is_a_503_with_retry_after_never_a_403():
+    flow = run(Guard(Unchecked()), "/webhooks/jasmin/1/dlr?token=" + "b" * 30)
+    assert flow.response.status_code == 503
+    assert flow.response.headers["Retry-After"] == "1"
+    assert flow.response.json() == {"message": decision.RETRY.message}
+    check = run(Guard(Unchecked()), "/_guard/check", method="GET",
+                headers={"X-Original-Method": "POST", "X-Original-URI": "/webhooks/jasmin/1/dlr?token=" + "b" * 30})
+    assert (check.response.status_code, check.response.headers.get("Retry-After")) == (503, "1")
