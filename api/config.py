@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from api import secrets
 from api.db import dialect_of
@@ -26,7 +26,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_url: str = "http://127.0.0.1:8080"
-    admin_key: str | None = None
+    admin_key: str | None = field(default=None, repr=False)  # a secret: never in a repr or a log
     gateway_timeout: float = 10.0
     callback_token_grace: int = 24 * 3600
     max_body_bytes: int = 64 * 1024

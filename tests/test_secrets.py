@@ -103,3 +103,9 @@ def test_the_settings_read_both_variables():
     settings = Settings.from_env({"SMSGW_SECRET_KEY": KEY_A, "SMSGW_SECRET_KEY_PREVIOUS": f" {KEY_B} , "})
     assert settings.keyring == ring(KEY_A, KEY_B)
     assert Settings.from_env({}).keyring == secrets.Keyring()
+
+
+def test_the_settings_repr_never_shows_the_admin_key():
+    admin_key = "a-bootstrap-admin-key-" + "z" * 30
+    assert admin_key not in repr(Settings(admin_key=admin_key))
+    assert admin_key not in repr(Settings.from_env({"SMSGW_ADMIN_KEY": admin_key}))
