@@ -448,14 +448,15 @@ def test_connections_over_the_cap_are_closed_at_once_and_idle_ones_in_time(world
     """With no hard limit to raise to, the guard caps its client connections below
     its file limit: the excess is closed cleanly at once, the rest when idle."""
     guard = start_guard(tmp_path, world["api"].env, world["upstream"].url, prefix=("prlimit", "--nofile=256:256"),
-                        SMSGW_GUARD_IDLE_TIMEOUT="15")
+                        SMSGW_GUARD_IDLE_TIMEOUT="40")
     held = hold_idle_connections(guard.port, 300)
     closed = closed_by_peer(held)
     try:
         cap = (256 - 64) // 2
-        wait_until(lambda: closed() >= len(held) - cap, timeout=12, what="the excess to be closed")
+        # Well inside the idle timeout, so that only the cap can have closed these.
+        wait_until(lambda: closed() >= len(held) - cap, timeout=30, what="the excess to be closed")
         assert closed() <= len(held) - cap + 5  # the ones within the cap are held, until idle
-        wait_until(lambda: closed() == len(held), timeout=60, what="idle connections to be closed")
+        wait_until(lambda: closed() == len(held), timeout=120, what="idle connections to be closed")
         status, _ = raw_request(guard.port, "POST", receipt_target(world["two"]))
         assert status == 200
     finally:
