@@ -159,4 +159,5 @@ def test_with_the_guard_down_receipts_are_refused_with_503(stack, send):
     stack["guard"].process.stop()
     response = post_dlr(stack, message, params={"token": "never-seen-before-token"})
     assert response.status_code == 503 and response.json() == {"message": "Service unavailable."}
+    assert response.headers["Retry-After"] == "1"  # a gateway's retry, not a refusal
     assert status_of(stack, message) == "submitted"
