@@ -83,13 +83,14 @@ async def create_key(request: Request) -> JSONResponse:
     if unknown:
         raise ValidationFailed({name: [f"The {name} field is not a known field."] for name in sorted(unknown)})
     chosen, gateway_ids, countries = parse_limits(data)
-    if gateway_ids is not None and (missing := await unknown_gateways(state.database, gateway_ids)):
-        raise ValidationFailed({"gateway_ids": [f"No SMS gateway has id {', '.join(map(str, missing))}."]})
+    # The grant first: a key refused the grant learns nothing about which gateway ids exist.
     actor = auth.key_of(request)
     refused = scopes.grant_refusal(actor.scopes, actor.gateway_ids, actor.allowed_countries,
                                    chosen, gateway_ids, countries)
     if refused:
         raise ApiError(403, refused)
+    if gateway_ids is not None and (missing := await unknown_gateways(state.database, gateway_ids)):
+        raise ValidationFailed({"gateway_ids": [f"No SMS gateway has id {', '.join(map(str, missing))}."]})
     key_id, key = await auth.create_key(state.database, state.dialect, audit.actor_of(request), named["name"],
                                         chosen, gateway_ids, countries)
     shown = await auth.fetch_key(state.database, key_id)

@@ -46,14 +46,16 @@ SECRET_FIELD_PREFIX = "callback_token"
 @dataclass(frozen=True)
 class Rule:
     scope: str
-    # True: the route serves every gateway at once (creating one), so a key
-    # limited to some gateways may not use it.
+    # True: the route serves every gateway at once (creating one, every key, the
+    # whole audit trail), so a key limited to some gateways may not use it.
     unlimited_only: bool = False
+    # What the refusal of a limited key names; the scope's WHAT when None.
+    what: str | None = None
 
 
 ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/sms-gateways"): Rule(GATEWAYS_READ),
-    ("POST", "/api/sms-gateways"): Rule(GATEWAYS_ADMIN, unlimited_only=True),
+    ("POST", "/api/sms-gateways"): Rule(GATEWAYS_ADMIN, unlimited_only=True, what="create SMS gateways"),
     ("GET", "/api/sms-gateways/{id:int}"): Rule(GATEWAYS_READ),
     ("PATCH", "/api/sms-gateways/{id:int}"): Rule(GATEWAYS_ADMIN),
     ("PUT", "/api/sms-gateways/{id:int}"): Rule(GATEWAYS_ADMIN),
@@ -64,10 +66,12 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/sms-gateways/{id:int}/unmatched-dlrs"): Rule(MESSAGES_READ),
     ("GET", "/api/sms-messages/{id:int}"): Rule(MESSAGES_READ),
     ("GET", "/api/sms-messages/{id:int}/events"): Rule(MESSAGES_READ),
-    ("POST", "/api/api-keys"): Rule(KEYS_ADMIN),
-    ("GET", "/api/api-keys"): Rule(KEYS_ADMIN),
-    ("DELETE", "/api/api-keys/{id:int}"): Rule(KEYS_ADMIN),
-    ("GET", "/api/audit-events"): Rule(KEYS_ADMIN),
+    # Keys and audit rows are not per gateway: a key limited to some gateways would see
+    # every gateway's rows and every key, and could tell which gateway ids exist.
+    ("POST", "/api/api-keys"): Rule(KEYS_ADMIN, unlimited_only=True),
+    ("GET", "/api/api-keys"): Rule(KEYS_ADMIN, unlimited_only=True),
+    ("DELETE", "/api/api-keys/{id:int}"): Rule(KEYS_ADMIN, unlimited_only=True),
+    ("GET", "/api/audit-events"): Rule(KEYS_ADMIN, unlimited_only=True),
 }
 # Routes whose {id} is a gateway's: a key limited to some gateways is checked against it.
 GATEWAY_PATH = "/api/sms-gateways/{id:int}"
@@ -94,15 +98,14 @@ def refusal(method: str, path: str, scopes: Iterable[str], gateway_ids: frozense
         return "This key may not do this."
     if not has(scopes, rule.scope):
         return f"This key may not {WHAT[rule.scope]}."
-    if gateway_ids is not None:
-        if rule.unlimited_only:
-            return "This key may not create SMS gateways: it is limited to some gateways."
-        if path.startswith(GATEWAY_PATH) and path_id not in gateway_ids:
-            return MAY_NOT_USE_GATEWAY
+    if rule.unlimited_only and gateway_ids is not None:
+        return f"This key may not {rule.what or WHAT[rule.scope]}: it is limited to some gateways."
+    if path.startswith(GATEWAY_PATH) and not may_use_gateway(gateway_ids, path_id):
+        return MAY_NOT_USE_GATEWAY
     return None
 
 
-def may_use_gateway(gateway_ids: frozenset[int] | None, gateway_id: int) -> bool:
+def may_use_gateway(gateway_ids: frozenset[int] | None, gateway_id: int | None) -> bool:
     return gateway_ids is None or gateway_id in gateway_ids
 
 
@@ -139,11 +142,13 @@ def grant_refusal(actor_scopes: frozenset[str], actor_gateways: frozenset[int] |
                   verb: str = "grant") -> str | None:
     """Why the key ``actor_*`` may not make (or revoke) a key with these limits; None when it may.
 
-    A key never hands out more than it holds: no scope it lacks, no gateway
-    outside its own, no destination outside its own allow-list. Otherwise a
-    keys:admin key limited to one gateway could mint itself an unlimited one.
+    A key never hands out more than it holds: no scope it lacks (a scope it holds
+    through IMPLIES counts), no gateway outside its own, no destination outside
+    its own allow-list. Otherwise a keys:admin key could mint itself a stronger
+    one. (ROUTES already keeps keys limited to gateways away from key routes; the
+    gateway rule stays so this function is right on its own.)
     """
-    if not scopes <= actor_scopes:
+    if not all(has(actor_scopes, scope) for scope in scopes):
         return f"This key may not {verb} scopes it does not hold."
     if actor_gateways is not None and (gateway_ids is None or not gateway_ids <= actor_gateways):
         return f"This key may not {verb} gateways it is not limited to."

@@ -117,3 +117,23 @@ def test_the_password_rule_refuses_a_redirect_without_the_password(values):
 def test_the_password_rule_lets_same_values_and_other_fields_through():
     password_rule(CURRENT, dict(CURRENT))
     password_rule(CURRENT, {"name": "n", "username": "u", "is_active": False, "notes": None})
+
+
+KEYS_ROUTES = [("POST", "/api/api-keys"), ("GET", "/api/api-keys"), ("DELETE", "/api/api-keys/{id:int}"),
+               ("GET", "/api/audit-events")]
+
+
+@pytest.mark.parametrize("method, path", KEYS_ROUTES)
+def test_only_a_key_not_limited_to_gateways_manages_keys_and_reads_the_trail(method, path):
+    """Keys and audit rows are not per gateway: a limited key would see (and probe) every gateway's."""
+    assert scopes.refusal(method, path, EVERY, frozenset({1}), 1) == \
+        "This key may not manage API keys or read the audit trail: it is limited to some gateways."
+    assert scopes.refusal(method, path, EVERY, None, 1) is None
+
+
+def test_a_key_grants_what_its_scopes_include():
+    """gateways:admin includes gateways:read, so its holder may hand out a read-only key."""
+    admin = frozenset({scopes.GATEWAYS_ADMIN, scopes.KEYS_ADMIN})
+    assert scopes.grant_refusal(admin, None, None, frozenset({scopes.GATEWAYS_READ}), None, None) is None
+    assert scopes.grant_refusal(admin, None, None, frozenset({scopes.GATEWAYS_READ, scopes.MESSAGES_READ}),
+                                None, None) == "This key may not grant scopes it does not hold."

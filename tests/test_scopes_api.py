@@ -161,17 +161,51 @@ def test_a_bad_key_request_is_422_naming_the_field(client, body, field):
 
 def test_a_key_cannot_make_or_revoke_a_key_stronger_than_itself(client, key_client, make_gateway):
     gid = make_gateway()["id"]
-    keymaster = key_client("--scope", "keys:admin", "--scope", "messages:read", "--gateway", str(gid))
-    refused(keymaster.post("/api/api-keys", json={"name": "n", "scopes": ["all"], "gateway_ids": [gid]}),
+    keymaster = key_client("--scope", "keys:admin", "--scope", "messages:read", "--country", "GB")
+    refused(keymaster.post("/api/api-keys", json={"name": "n", "scopes": ["all"], "allowed_countries": ["GB"]}),
             "This key may not grant scopes it does not hold.")
     refused(keymaster.post("/api/api-keys", json={"name": "n", "scopes": ["messages:read"]}),
-            "This key may not grant gateways it is not limited to.")
-    weaker = keymaster.post("/api/api-keys", json={"name": "n", "scopes": ["messages:read"], "gateway_ids": [gid]})
+            "This key may not grant destination countries outside its own.")
+    # the grant is checked before the gateway ids: a refused grant never says which ids exist
+    refused(keymaster.post("/api/api-keys", json={"name": "n", "scopes": ["all"], "gateway_ids": [999999999]}),
+            "This key may not grant scopes it does not hold.")
+    weaker = keymaster.post("/api/api-keys", json={"name": "n", "scopes": ["messages:read"], "gateway_ids": [gid],
+                                                   "allowed_countries": ["GB"]})
     assert weaker.status_code == 201, weaker.text
     assert keymaster.delete(f"/api/api-keys/{weaker.json()['data']['id']}").status_code == 200
     stronger = client.post("/api/api-keys", json={"name": "strong", "scopes": ["all"]}).json()["data"]
     refused(keymaster.delete(f"/api/api-keys/{stronger['id']}"),
             "This key may not revoke a key with scopes it does not hold.")
+
+
+def test_a_gateway_admin_may_make_a_read_only_key(key_client, anonymous, make_gateway):
+    """gateways:admin includes gateways:read, so a key holding it may hand out a reader."""
+    gid = make_gateway()["id"]
+    admin = key_client("--scope", "gateways:admin", "--scope", "keys:admin")
+    made = admin.post("/api/api-keys", json={"name": "reader", "scopes": ["gateways:read"]})
+    assert made.status_code == 201, made.text
+    reader = {"Authorization": f"Bearer {made.json()['data']['key']}"}
+    assert anonymous.get(f"/api/sms-gateways/{gid}", headers=reader).status_code == 200
+
+
+LIMITED_KEYS_ADMIN = "This key may not manage API keys or read the audit trail: it is limited to some gateways."
+
+
+def test_a_gateway_limited_key_may_not_manage_keys_or_read_the_trail(client, key_client, make_gateway):
+    """A keys:admin key limited to one gateway saw every gateway's audit rows and every key, and
+    its 422 "No SMS gateway has id ..." against a 403 told which gateway ids exist."""
+    mine, other = make_gateway()["id"], make_gateway()["id"]
+    client.patch(f"/api/sms-gateways/{other}", json={"notes": "another gateway's business"})
+    victim = client.post("/api/api-keys", json={"name": "victim", "scopes": ["messages:read"]}).json()["data"]
+    limited = key_client("--scope", "keys:admin", "--scope", "messages:read", "--gateway", str(mine))
+    refused(limited.get("/api/audit-events"), LIMITED_KEYS_ADMIN)
+    refused(limited.get("/api/api-keys"), LIMITED_KEYS_ADMIN)
+    for ids in ([mine], [other], [999999999]):
+        refused(limited.post("/api/api-keys", json={"name": "n", "scopes": ["messages:read"], "gateway_ids": ids}),
+                LIMITED_KEYS_ADMIN)
+    for key_id in (victim["id"], 999999999):
+        refused(limited.delete(f"/api/api-keys/{key_id}"), LIMITED_KEYS_ADMIN)
+    assert client.get("/api/api-keys").status_code == 200  # an unlimited key still may
 
 
 @pytest.mark.parametrize("args, problem", [
