@@ -162,3 +162,91 @@ async def _postgres(url: str, *statements: str) -> list:
         return rows
     finally:
         await connection.close()
+
+
+def test_sqlite_ids_deleted_before_migrating_are_never_reused(tmp_path):
+    """Before AUTOINCREMENT, deleting the newest gateway freed its id; the rebuild seeded the
+    id counter from the ids still present, so the deleted ids came back after the upgrade,
+    and receipts still parked under them appeared under the new gateway."""
+    from alembic import command
+
+    from api.migrate import alembic_config
+
+    path = tmp_path / "old.db"
+    command.upgrade(alembic_config(f"sqlite:///{path}"), "0003")
+    with sqlite3.connect(path) as db:
+        for gateway_id in (3, 9, 12):
+            db.execute(old_gateway(gateway_id, previous=False))
+        db.execute("INSERT INTO unmatched_receipts (sms_gateway_id, external_message_id, raw_status, status,"
+                   " received_at, expires_at) VALUES (12, 'parked-for-12', 'DELIVRD', 'pending', 'x', 'y')")
+        db.execute("DELETE FROM sms_gateways WHERE id IN (9, 12)")
+    command.upgrade(alembic_config(f"sqlite:///{path}"), "head")
+    with sqlite3.connect(path) as db:
+        created = []
+        for n in range(2):
+            db.execute("INSERT INTO sms_gateways (name, provider_type, server_host, server_port, api_path,"
+                       " callback_token, is_active, use_ssl, created_at, updated_at)"
+                       f" VALUES ('new {n}', 'jasmin', 'h', 1, 'p', 't{n}', 1, 0, 'x', 'x')")
+            created.append(db.execute("SELECT max(id) FROM sms_gateways").fetchone()[0])
+    assert created == [13, 14]  # never 4, 9 or 12 again
+
+
+SEALED = "aesgcm:v1:0123abcd:" + "A" * 60  # the shape api.secrets seals a password in
+
+
+def _at_0004_with_passwords(url: str, run, true: str, false: str) -> None:
+    from alembic import command
+
+    from api.migrate import alembic_config
+
+    command.upgrade(alembic_config(url), "0004")
+    for gateway_id, password in ((3, "plain-pw"), (4, SEALED), (5, "p" * 300)):
+        run(f"INSERT INTO sms_gateways (id, name, provider_type, server_host, server_port, api_path, password,"
+            f" callback_token, is_active, use_ssl, created_at, updated_at) VALUES ({gateway_id}, 'g', 'jasmin',"
+            f" 'h', 1, 'p', '{password}', 'tok-{gateway_id}', {true}, {false}, 'x', 'x')")
+
+
+def _downgrade_refuses_then_succeeds(url: str, run) -> None:
+    """Code before 0004 would send a sealed password as it is, and PostgreSQL cannot shorten a
+    long one: the downgrade refuses, naming the gateways, and changes nothing."""
+    from alembic import command
+
+    from api.migrate import alembic_config
+
+    with pytest.raises(Exception, match=r"gateways 4, 5 .*encrypted or longer than 255"):
+        command.downgrade(alembic_config(url), "0003")
+    assert run("SELECT version_num FROM alembic_version") == [("0004",)]
+    assert [tuple(r) for r in run("SELECT id, password FROM sms_gateways ORDER BY id")] == [
+        (3, "plain-pw"), (4, SEALED), (5, "p" * 300)]
+    run("UPDATE sms_gateways SET password = 'set-again' WHERE id IN (4, 5)")
+    command.downgrade(alembic_config(url), "0003")
+    assert [tuple(r) for r in run("SELECT id, password FROM sms_gateways ORDER BY id")] == [
+        (3, "plain-pw"), (4, "set-again"), (5, "set-again")]
+
+
+def test_sqlite_downgrade_below_0004_refuses_while_a_password_is_sealed_or_long(tmp_path):
+    path = tmp_path / "sealed.db"
+
+    def run(statement: str) -> list:
+        with sqlite3.connect(path) as db:
+            return db.execute(statement).fetchall()
+
+    _at_0004_with_passwords(f"sqlite:///{path}", run, "1", "0")
+    _downgrade_refuses_then_succeeds(f"sqlite:///{path}", run)
+
+
+def test_postgresql_downgrade_below_0004_refuses_while_a_password_is_sealed_or_long():
+    try:
+        url = create_postgres_database()
+    except Exception as exc:
+        if services_required():
+            pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    try:
+        def run(statement: str) -> list:
+            return [tuple(r) for r in asyncio.run(_postgres(url, statement))]
+
+        _at_0004_with_passwords(url, run, "true", "false")
+        _downgrade_refuses_then_succeeds(url, run)
+    finally:
+        drop_postgres_database(url)
