@@ -158,9 +158,9 @@ async def list_audit_events(request: Request) -> JSONResponse:
     return ok("Audit events fetched successfully.", items, meta=meta)
 
 
-async def verify(database, page_size: int = 1000) -> audit_chain.Verdict:
-    """Check the whole chain, oldest first, a page at a time."""
-    checker = audit_chain.Checker()
+async def verify(database, page_size: int = 1000, anchors: Mapping[int, str] | None = None) -> audit_chain.Verdict:
+    """Check the whole chain, oldest first, a page at a time, and the ``anchors`` (id → hash noted earlier)."""
+    checker = audit_chain.Checker(anchors)
     after = 0
     while True:
         rows = await database.fetch_all(

@@ -106,21 +106,31 @@ def describe(chosen, gateway_ids, countries) -> str:
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    """``smsgw audit verify``: check the audit trail's hash chain; exit 1 naming the first bad row."""
+    """``smsgw audit verify [--anchor ID:HASH ...]``: check the audit trail's hash chain, and that
+    each anchored row still has the hash noted earlier; exit 1 naming the first bad row.
+
+    The chain alone cannot catch someone who re-links it after an edit (its hash has no
+    secret); an anchor kept outside the database can."""
     from api import audit, db
+
+    anchors = dict(args.anchor or ())
 
     async def run() -> int:
         database = db.make_database(settings.database_url)
         await database.connect()
         try:
-            verdict = await audit.verify(database)
+            verdict = await audit.verify(database, anchors=anchors)
         finally:
             await database.disconnect()
         if verdict.ok:
-            print(f"OK: {verdict.count} audit events, chain intact; last hash {verdict.last_hash}")
+            checked = f", {len(anchors)} anchors hold" if anchors else ""
+            print(f"OK: {verdict.count} audit events, chain intact{checked}; last hash {verdict.last_hash}")
+            if verdict.last_id is not None:
+                print(f"Keep this anchor outside the database to detect a rewrite later: "
+                      f"--anchor {verdict.last_id}:{verdict.last_hash}")
             return 0
         print(f"BROKEN at audit event {verdict.bad_id}: {verdict.problem} "
-              f"({verdict.count - 1} events before it are intact)", file=sys.stderr)
+              f"({verdict.count - 1} events before it chain correctly)", file=sys.stderr)
         return 1
 
     return asyncio.run(run())
@@ -211,6 +221,15 @@ def cmd_secrets(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def anchor(text: str) -> tuple[int, str]:
+    from api import audit_chain
+
+    try:
+        return audit_chain.parse_anchor(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="smsgw", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
@@ -236,7 +255,10 @@ def parser() -> argparse.ArgumentParser:
     apikey.set_defaults(run=cmd_apikey)
     audit = commands.add_parser("audit", help="the audit trail")
     audit_actions = audit.add_subparsers(dest="action", required=True)
-    audit_actions.add_parser("verify", help="check the audit trail's hash chain (exit 1 if broken)")
+    verify = audit_actions.add_parser("verify", help="check the audit trail's hash chain (exit 1 if broken)")
+    verify.add_argument("--anchor", action="append", type=anchor, metavar="ID:HASH",
+                        help="row ID must still have HASH, as an earlier verify printed; repeatable. "
+                             "Catches an edit hidden by re-linking the chain, and removed newest rows")
     audit.set_defaults(run=cmd_audit)
     secrets = commands.add_parser("secrets", help="encryption of gateway passwords at rest")
     secrets_actions = secrets.add_subparsers(dest="action", required=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from api import audit_chain
 from api.audit import DeniedLimiter
 
@@ -86,3 +88,41 @@ def test_a_refusal_that_cannot_be_recorded_does_not_raise(caplog):
                               app=SimpleNamespace(state=SimpleNamespace(database=Down(), dialect="postgresql")))
     asyncio.run(audit.denied(request, "GET", "/api/unrecordable", "This key may not do this."))
     assert "could not be recorded in the audit trail (ConnectionRefusedError)" in caplog.text
+
+
+def relinked(rows: list[dict]) -> list[dict]:
+    """``rows`` with every hash recomputed, as anyone with write access and this code can."""
+    prev, out = audit_chain.GENESIS, []
+    for row in rows:
+        row = {**row, "prev_hash": prev}
+        row["hash"] = prev = audit_chain.link(prev, row)
+        out.append(row)
+    return out
+
+
+def test_an_anchor_finds_a_chain_rewritten_after_an_edit():
+    rows = chain(5)
+    anchors = {4: rows[3]["hash"]}
+    assert audit_chain.verify(rows, anchors).ok
+    rows[1] = {**rows[1], "actor": "someone else"}
+    forged = relinked(rows)
+    assert audit_chain.verify(forged).ok  # the chain alone cannot tell
+    verdict = audit_chain.verify(forged, anchors)
+    assert not verdict.ok and verdict.bad_id == 4 and "anchor" in verdict.problem
+
+
+def test_an_anchored_row_that_is_gone_is_named():
+    rows = chain(5)
+    anchors = {3: rows[2]["hash"]}
+    verdict = audit_chain.verify(relinked(rows[:2] + rows[3:]), anchors)
+    assert not verdict.ok and verdict.bad_id == 3 and "missing" in verdict.problem
+    verdict = audit_chain.verify(rows[:2], anchors)  # the newest rows removed
+    assert not verdict.ok and verdict.bad_id == 3 and "missing" in verdict.problem
+
+
+def test_anchors_are_read_as_id_colon_hash():
+    good = "a" * 64
+    assert audit_chain.parse_anchor(f"12:{good}") == (12, good)
+    for bad in ("12", f"x:{good}", "12:abc", f"0:{good}", f"12:{'g' * 64}"):
+        with pytest.raises(ValueError, match="ID:HASH"):
+            audit_chain.parse_anchor(bad)

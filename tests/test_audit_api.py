@@ -11,6 +11,7 @@ import threading
 
 import httpx
 
+from api import audit_chain
 from tests.conftest import ADMIN_KEY
 from tests.servers import run_smsgw, start_api
 
@@ -167,6 +168,46 @@ def test_audit_verify_finds_an_edited_and_a_removed_row(api, client, make_gatewa
         run_sql(api, f"DELETE FROM audit_events WHERE id = {middle}",
                 "INSERT INTO audit_events SELECT * FROM audit_keep", "DROP TABLE audit_keep")
     assert verify(api).returncode == 0
+
+
+HASHED = ", ".join(("id",) + audit_chain.FIELDS)
+
+
+def test_an_anchor_finds_a_trail_rewritten_with_correct_hashes(api, make_gateway):
+    """The chain is plain SHA-256 over public code: whoever can write the database can edit a row
+    and recompute every later hash, and `verify` alone says OK. A hash noted earlier does not move."""
+    for n in range(3):
+        make_gateway(name=f"anchored {n}")
+    noted = verify(api)
+    assert noted.returncode == 0, noted.stderr
+    anchor = re.search(r"--anchor (\d+:[0-9a-f]{64})", noted.stdout).group(1)
+    anchor_id = int(anchor.split(":")[0])
+    [(edited,)] = run_sql(api, f"SELECT MAX(id) FROM audit_events WHERE id < {anchor_id}")
+    kept = run_sql(api, f"SELECT id, actor, prev_hash, hash FROM audit_events WHERE id >= {edited}")
+    try:
+        run_sql(api, f"UPDATE audit_events SET actor = 'someone else' WHERE id = {edited}")
+        [(prev,)] = run_sql(api, f"SELECT prev_hash FROM audit_events WHERE id = {edited}")
+        relink = []
+        for values in run_sql(api, f"SELECT {HASHED} FROM audit_events WHERE id >= {edited} ORDER BY id"):
+            row = dict(zip(("id",) + audit_chain.FIELDS, values))
+            row["details"] = json.loads(row["details"]) if row["details"] is not None else None
+            new_hash = audit_chain.link(prev, row)
+            relink.append(f"UPDATE audit_events SET prev_hash = '{prev}', hash = '{new_hash}' WHERE id = {row['id']}")
+            prev = new_hash
+        run_sql(api, *relink)
+        assert verify(api).returncode == 0  # the chain alone cannot tell
+        anchored = run_smsgw(api.env, "audit", "verify", "--anchor", anchor, check=False)
+        assert anchored.returncode == 1
+        assert f"BROKEN at audit event {anchor_id}:" in anchored.stderr and "anchor" in anchored.stderr
+    finally:
+        run_sql(api, *(f"UPDATE audit_events SET actor = '{actor}', prev_hash = '{prev_hash}', hash = '{hash_}'"
+                       f" WHERE id = {row_id}" for row_id, actor, prev_hash, hash_ in kept))
+    assert run_smsgw(api.env, "audit", "verify", "--anchor", anchor, check=False).returncode == 0
+
+
+def test_a_malformed_anchor_is_refused_with_exit_2(api):
+    result = run_smsgw(api.env, "audit", "verify", "--anchor", "12:not-a-hash", check=False)
+    assert result.returncode == 2 and "ID:HASH" in result.stderr
 
 
 def test_no_route_changes_or_deletes_an_audit_row(client):
