@@ -77,6 +77,8 @@ def test_a_refusal_that_cannot_be_recorded_does_not_raise(caplog):
     import asyncio
     from types import SimpleNamespace
 
+    from starlette.datastructures import Headers
+
     from api import audit
     from api.auth import ADMIN
 
@@ -84,7 +86,7 @@ def test_a_refusal_that_cannot_be_recorded_does_not_raise(caplog):
         def connection(self):
             raise ConnectionRefusedError("database down")
 
-    request = SimpleNamespace(client=None, headers={}, state=SimpleNamespace(api_key=ADMIN),
+    request = SimpleNamespace(client=None, headers=Headers(), state=SimpleNamespace(api_key=ADMIN),
                               app=SimpleNamespace(state=SimpleNamespace(database=Down(), dialect="postgresql")))
     asyncio.run(audit.denied(request, "GET", "/api/unrecordable", "This key may not do this."))
     assert "could not be recorded in the audit trail (ConnectionRefusedError)" in caplog.text
