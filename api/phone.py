@@ -8,7 +8,10 @@ from Paris but nothing from New York (where the prefix is ``011``), and
 555-0123``) and dropped; letters (``1-800-FLOWERS``), extensions and
 non-ASCII digits are refused, since a gateway gets exactly the digits we store.
 Short codes (``+44 999``, ``84444``) are refused too: they are not valid E.164
-numbers and are the usual target of premium-rate SMS fraud.
+numbers and are the usual target of premium-rate SMS fraud. So are numbers
+libphonenumber types as premium-rate (``+1 900 …``, ``+44 909 …``): valid, but
+each text to one is billed at a premium to the sender, which is what SMS
+pumping with a leaked key cashes in on.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class InvalidNumber(ValueError):
 
 
 def parse(text: str) -> phonenumbers.PhoneNumber:
-    """The number ``text`` names, or InvalidNumber saying what is wrong with it."""
+    """The number ``text`` names, or InvalidNumber saying what is wrong with it (or that it is
+    premium-rate)."""
     text = text.strip()
     if not text.startswith("+"):
         raise InvalidNumber(f"The to_number must start with + and the country code. {INTERNATIONAL_FORMAT}")
@@ -43,6 +47,8 @@ def parse(text: str) -> phonenumbers.PhoneNumber:
     if number.extension or not phonenumbers.is_valid_number(number):
         raise InvalidNumber("The to_number is not a valid phone number for its country code "
                             f"(short codes are not accepted). {INTERNATIONAL_FORMAT}")
+    if phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.PREMIUM_RATE:
+        raise InvalidNumber("The to_number is a premium-rate number: premium-rate numbers are not accepted.")
     return number
 
 

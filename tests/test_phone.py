@@ -71,3 +71,12 @@ def test_a_refusal_names_the_country():
     assert phone.country_label("+14155550123") == "United States (US)"
     assert phone.country_label("+442079460958") == "United Kingdom (GB)"
     assert phone.country_label("+80012345678") == "non-geographic numbers"
+
+
+@pytest.mark.parametrize("typed", ["+1 900 555 0199", "+44 909 879 0000", "+19005550199"])
+def test_premium_rate_numbers_are_refused(typed):
+    """Valid numbers, but each text to one is billed at a premium to the sender: the
+    SMS-pumping fraud a leaked send key is used for."""
+    assert "premium-rate numbers are not accepted" in phone.problem(typed)
+    with pytest.raises(phone.InvalidNumber):
+        phone.e164(typed)

@@ -334,6 +334,15 @@ def test_a_number_that_cannot_be_placed_is_422_and_nothing_is_stored_or_sent(cli
     assert client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages").json()["data"] == []
 
 
+def test_a_premium_rate_number_is_422_and_nothing_is_stored_or_sent(client, stub_gateway, stub):
+    response = send(client, stub_gateway, to_number="+1 900 555 0199")
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["errors"]["to_number"]
+    assert "premium-rate numbers are not accepted" in problem
+    assert stub.received == []
+    assert client.get(f"/api/sms-gateways/{stub_gateway['id']}/messages").json()["data"] == []
+
+
 def test_the_list_finds_a_number_however_it_is_typed(client, stub_gateway):
     sent = send(client, stub_gateway, to_number="+14155550177").json()["data"]
     base = f"/api/sms-gateways/{stub_gateway['id']}/messages"
