@@ -54,15 +54,21 @@ def token_matches(
     given_bytes = given.encode("ascii")  # stored tokens come from the database: valid text
     ok = hmac.compare_digest(given_bytes, current.encode())
     for token, expires_at in previous:
-        live = bool(token) and bool(expires_at) and now_iso < expires_at
+        live = bool(token) and still_in_grace(expires_at, now_iso)
         ok = (hmac.compare_digest(given_bytes, (token or "").encode()) and live) or ok
     return ok
+
+
+def still_in_grace(expires_at: str | None, now_iso: str) -> bool:
+    """The one rule for a previous token: valid while ``now_iso`` is before its ``expires_at``
+    (fixed-width UTC text, so the string comparison compares times); no expiry, no grace."""
+    return bool(expires_at) and now_iso < expires_at
 
 
 def in_grace(history: Iterable[Mapping[str, str]] | None, now_iso: str) -> list[dict[str, str]]:
     """The previous tokens (``{"token", "expires_at"}``) whose grace has not ended, soonest end first."""
     return sorted(({"token": e["token"], "expires_at": e["expires_at"]} for e in history or []
-                   if now_iso < e["expires_at"]), key=lambda e: e["expires_at"])
+                   if still_in_grace(e["expires_at"], now_iso)), key=lambda e: e["expires_at"])
 
 
 def history_after_rotation(current: str, history, grace_seconds: int, now_iso: str,

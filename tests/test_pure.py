@@ -115,3 +115,14 @@ def test_settings_from_environment():
 def test_bad_settings_name_the_variable(env, name):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(env)
+
+
+def test_the_tokens_in_grace_are_exactly_the_previous_tokens_that_match():
+    """token_matches (the guard, receipts) and in_grace (what the API says, rotation) share one rule."""
+    now = clock.now_iso()
+    history = [{"token": f"{n}" * 30, "expires_at": expires} for n, expires in enumerate(
+        (clock.iso_after(60), clock.iso_after(-1), now, "", clock.iso_after(3600)))]
+    pairs = [(e["token"], e["expires_at"]) for e in history]
+    matching = [e["token"] for e in history if callback_tokens.token_matches(e["token"], "c" * 30, pairs, now)]
+    assert sorted(e["token"] for e in callback_tokens.in_grace(history, now)) == sorted(matching)
+    assert len(matching) == 2
