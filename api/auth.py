@@ -1,8 +1,9 @@
 """API keys: ``Authorization: Bearer <key>`` on every management route.
 
-A key is shown once, when it is made, and stored as its SHA-256: a stolen
-database does not hand out working keys. ``SMSGW_ADMIN_KEY``, when set, is
-accepted too (with every scope), so a first key can be made over the API
+Authentication only: which key a request carries and what it may do; storing,
+listing and revoking keys is ``api.keys``. A key is stored as its SHA-256: a
+stolen database does not hand out working keys. ``SMSGW_ADMIN_KEY``, when set,
+is accepted too (with every scope), so a first key can be made over the API
 without the CLI. What a key may do — its scopes, its gateways, its destination
 countries — is decided in ``api.scopes``; ``require_api_key`` enforces it.
 """
@@ -21,7 +22,7 @@ from databases import Database
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import audit, clock, db
+from api import audit, db
 from api import scopes as scopes_module
 from api.responses import ApiError
 from api.tables import api_keys
@@ -30,8 +31,6 @@ KEY_PREFIX = "smsgw_"
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="smsgw"'}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-ALL_SCOPES = scopes_module.ALL
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class KeyInfo:
     allowed_countries: frozenset[str] | None  # None = any destination
 
 
-ADMIN = KeyInfo(id=None, name="admin key", scopes=ALL_SCOPES, gateway_ids=None, allowed_countries=None)
+ADMIN = KeyInfo(id=None, name="admin key", scopes=scopes_module.ALL, gateway_ids=None, allowed_countries=None)
 
 
 def new_key() -> str:
@@ -57,68 +56,6 @@ def new_key() -> str:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _listed(values) -> list | None:
-    return None if values is None else sorted(values)
-
-
-async def create_key(database: Database, dialect: str, actor: audit.Actor, name: str,
-                     scopes: frozenset[str] = ALL_SCOPES, gateway_ids: frozenset[int] | None = None,
-                     allowed_countries: frozenset[str] | None = None) -> tuple[int, str]:
-    """Store a new key under ``name``; return its id and the key (the only time it is seen).
-
-    The key and its audit row are written in one transaction.
-    """
-    key = new_key()
-    async with db.write_transaction(database, dialect) as connection:
-        key_id = await connection.fetch_val(
-            api_keys.insert().values(
-                name=name, key_hash=hash_key(key), key_prefix=key[:12], created_at=clock.now_iso(),
-                scopes=scopes_module.ordered(scopes), gateway_ids=_listed(gateway_ids),
-                allowed_countries=_listed(allowed_countries),
-            ).returning(api_keys.c.id)
-        )
-        await audit.append(connection, dialect, actor, audit.KEY_CREATED, target_type="api_key", target_id=key_id,
-                           details={"name": name, "scopes": scopes_module.ordered(scopes),
-                                    "gateway_ids": _listed(gateway_ids),
-                                    "allowed_countries": _listed(allowed_countries)})
-    return key_id, key
-
-
-def public(row) -> dict:
-    """A key as it is listed: never the key, never its hash; the prefix identifies it."""
-    return {
-        "id": row["id"], "name": row["name"], "key_prefix": row["key_prefix"],
-        "scopes": scopes_module.ordered(row["scopes"] or ()),
-        "gateway_ids": row["gateway_ids"], "allowed_countries": row["allowed_countries"],
-        "created_at": row["created_at"], "revoked_at": row["revoked_at"],
-    }
-
-
-async def list_keys(database: Database) -> list[dict]:
-    rows = await database.fetch_all(sa.select(api_keys).order_by(api_keys.c.id))
-    return [public(db.as_dict(row)) for row in rows]
-
-
-async def fetch_key(database: Database, key_id: int) -> dict | None:
-    row = await database.fetch_one(sa.select(api_keys).where(api_keys.c.id == key_id))
-    return public(db.as_dict(row)) if row is not None else None
-
-
-async def revoke_key(database: Database, dialect: str, actor: audit.Actor, key_id: int) -> bool:
-    """Revoke an active key (and record it); False when there is no active key with this id."""
-    async with db.write_transaction(database, dialect) as connection:
-        rows = await connection.fetch_all(
-            api_keys.update()
-            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=clock.now_iso())
-            .returning(api_keys.c.id, api_keys.c.name)
-        )
-        if rows:
-            await audit.append(connection, dialect, actor, audit.KEY_REVOKED, target_type="api_key",
-                               target_id=key_id, details={"name": rows[0]["name"]})
-    return bool(rows)
 
 
 def key_info(row) -> KeyInfo:

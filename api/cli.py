@@ -47,7 +47,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
     """Keys from the command line; each create and revoke is audited with actor "cli"."""
-    from api import audit, auth, db, keys, scopes
+    from api import audit, db, keys, scopes
 
     if args.action == "create":
         if not args.name.strip():
@@ -72,18 +72,18 @@ def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
                     print(f"smsgw: no SMS gateway has id {', '.join(map(str, missing))}", file=sys.stderr)
                     return 2
                 name = args.name.strip()
-                key_id, key = await auth.create_key(database, dialect, audit.CLI, name, chosen, gateway_ids,
-                                                    countries)
+                key_id, key = await keys.store_key(database, dialect, audit.CLI, name, chosen, gateway_ids,
+                                                   countries)
                 print(f"API key {key_id} ({name}) created with {describe(chosen, gateway_ids, countries)}.")
                 print("It is shown only this once:")
                 print(key)
             elif args.action == "list":
-                for row in await auth.list_keys(database):
+                for row in await keys.stored_keys(database):
                     state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
                     limits = describe(row["scopes"], row["gateway_ids"], row["allowed_countries"])
                     print(f"{row['id']}\t{row['key_prefix']}…\t{row['name']}\t{row['created_at']}\t{state}\t{limits}")
             elif args.action == "revoke":
-                if not await auth.revoke_key(database, dialect, audit.CLI, args.id):
+                if not await keys.revoke_stored_key(database, dialect, audit.CLI, args.id):
                     print(f"no active API key with id {args.id}", file=sys.stderr)
                     return 1
                 print(f"API key {args.id} revoked")

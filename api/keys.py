@@ -1,8 +1,9 @@
-"""API keys over HTTP (scope ``keys:admin``): make one, list them, revoke one.
+"""API keys: stored, listed and revoked here, over HTTP (scope ``keys:admin``, keys not
+limited to gateways) and by ``smsgw apikey`` alike; ``api.auth`` only authenticates.
 
-``smsgw apikey`` does the same from the command line. A key is shown once, in
-the answer that makes it; lists never show a key or its hash. A key never
-makes or revokes a key stronger than itself (``api.scopes.grant_refusal``).
+A key is shown once, in the answer that makes it; lists never show a key or its
+hash. A key never makes or revokes a key stronger than itself
+(``api.scopes.grant_refusal``).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import sqlalchemy as sa
+from databases import Database
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import audit, auth, db, scopes
+from api import audit, auth, clock, db, scopes
 from api.bodies import read_body
 from api.responses import ApiError, ok
-from api.tables import gateways
+from api.tables import api_keys, gateways
 from api.validation import Errors, Field, ValidationFailed, validate
 
 NAME = Field("string", required=True, max_length=255)
@@ -74,6 +76,74 @@ async def unknown_gateways(database, ids: Iterable[int]) -> list[int]:
     return sorted(wanted - found)
 
 
+# --- storage (also used by ``smsgw apikey``) -----------------------------------------
+
+
+def _listed(values) -> list | None:
+    return None if values is None else sorted(values)
+
+
+async def store_key(database: Database, dialect: str, actor: audit.Actor, name: str,
+                    chosen: frozenset[str] = scopes.ALL, gateway_ids: frozenset[int] | None = None,
+                    allowed_countries: frozenset[str] | None = None) -> tuple[int, str]:
+    """Store a new key under ``name``; return its id and the key (the only time it is seen).
+
+    The key and its audit row are written in one transaction.
+    """
+    key = auth.new_key()
+    async with db.write_transaction(database, dialect) as connection:
+        key_id = await connection.fetch_val(
+            api_keys.insert().values(
+                name=name, key_hash=auth.hash_key(key), key_prefix=key[:12], created_at=clock.now_iso(),
+                scopes=scopes.ordered(chosen), gateway_ids=_listed(gateway_ids),
+                allowed_countries=_listed(allowed_countries),
+            ).returning(api_keys.c.id)
+        )
+        await audit.append(connection, dialect, actor, audit.KEY_CREATED, target_type="api_key", target_id=key_id,
+                           details={"name": name, "scopes": scopes.ordered(chosen),
+                                    "gateway_ids": _listed(gateway_ids),
+                                    "allowed_countries": _listed(allowed_countries)})
+    return key_id, key
+
+
+def public(row) -> dict:
+    """A key as it is listed: never the key, never its hash; the prefix identifies it."""
+    return {
+        "id": row["id"], "name": row["name"], "key_prefix": row["key_prefix"],
+        "scopes": scopes.ordered(row["scopes"] or ()),
+        "gateway_ids": row["gateway_ids"], "allowed_countries": row["allowed_countries"],
+        "created_at": row["created_at"], "revoked_at": row["revoked_at"],
+    }
+
+
+async def stored_keys(database: Database) -> list[dict]:
+    rows = await database.fetch_all(sa.select(api_keys).order_by(api_keys.c.id))
+    return [public(db.as_dict(row)) for row in rows]
+
+
+async def fetch_key(database: Database, key_id: int) -> dict | None:
+    row = await database.fetch_one(sa.select(api_keys).where(api_keys.c.id == key_id))
+    return public(db.as_dict(row)) if row is not None else None
+
+
+async def revoke_stored_key(database: Database, dialect: str, actor: audit.Actor, key_id: int) -> bool:
+    """Revoke an active key (and record it); False when there is no active key with this id."""
+    async with db.write_transaction(database, dialect) as connection:
+        rows = await connection.fetch_all(
+            api_keys.update()
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=clock.now_iso())
+            .returning(api_keys.c.id, api_keys.c.name)
+        )
+        if rows:
+            await audit.append(connection, dialect, actor, audit.KEY_REVOKED, target_type="api_key",
+                               target_id=key_id, details={"name": rows[0]["name"]})
+    return bool(rows)
+
+
+# --- over HTTP ------------------------------------------------------------------------
+
+
 async def create_key(request: Request) -> JSONResponse:
     state = request.app.state
     body = await read_body(request, state.settings.max_body_bytes)
@@ -91,20 +161,20 @@ async def create_key(request: Request) -> JSONResponse:
         raise ApiError(403, refused)
     if gateway_ids is not None and (missing := await unknown_gateways(state.database, gateway_ids)):
         raise ValidationFailed({"gateway_ids": [f"No SMS gateway has id {', '.join(map(str, missing))}."]})
-    key_id, key = await auth.create_key(state.database, state.dialect, audit.actor_of(request), named["name"],
-                                        chosen, gateway_ids, countries)
-    shown = await auth.fetch_key(state.database, key_id)
+    key_id, key = await store_key(state.database, state.dialect, audit.actor_of(request), named["name"],
+                                  chosen, gateway_ids, countries)
+    shown = await fetch_key(state.database, key_id)
     return ok("API key created successfully. It is shown only this once.", {**shown, "key": key}, status=201)
 
 
 async def list_keys(request: Request) -> JSONResponse:
-    return ok("API keys fetched successfully.", await auth.list_keys(request.app.state.database))
+    return ok("API keys fetched successfully.", await stored_keys(request.app.state.database))
 
 
 async def revoke_key(request: Request) -> JSONResponse:
     state = request.app.state
     key_id = request.path_params["id"]
-    target = await auth.fetch_key(state.database, key_id) if key_id <= db.MAX_ID else None
+    target = await fetch_key(state.database, key_id) if key_id <= db.MAX_ID else None
     if target is None or target["revoked_at"] is not None:
         raise ApiError(404, "No active API key has this id.")
     actor = auth.key_of(request)
@@ -115,6 +185,6 @@ async def revoke_key(request: Request) -> JSONResponse:
         verb="revoke a key with")
     if refused:
         raise ApiError(403, refused)
-    if not await auth.revoke_key(state.database, state.dialect, audit.actor_of(request), key_id):
+    if not await revoke_stored_key(state.database, state.dialect, audit.actor_of(request), key_id):
         raise ApiError(404, "No active API key has this id.")
-    return ok("API key revoked successfully.", await auth.fetch_key(state.database, key_id))
+    return ok("API key revoked successfully.", await fetch_key(state.database, key_id))
