@@ -91,11 +91,12 @@ def _refuse_passwords_older_code_cannot_use(bind) -> None:
         table.c.password.startswith(SEALED_PREFIX, autoescape=True),
         sa.func.length(table.c.password) > OLD_PASSWORD_LENGTH)).order_by(table.c.id)).scalars().all()
     if ids:
+        which = f"gateway {ids[0]} has" if len(ids) == 1 else f"gateways {', '.join(map(str, ids))} have"
         raise RuntimeError(
-            f"cannot downgrade below 0004: gateways {', '.join(map(str, ids))} have a password that is "
-            f"encrypted or longer than {OLD_PASSWORD_LENGTH} characters, which the code before 0004 would "
-            "send as it is or cannot store. Set those passwords again (at most 255 characters) with "
-            "SMSGW_SECRET_KEY unset, then downgrade. Nothing was changed.")
+            f"cannot downgrade below 0004: {which} a password that is encrypted or longer than "
+            f"{OLD_PASSWORD_LENGTH} characters, which the code before 0004 would send as it is or cannot "
+            "store. Set those passwords again (at most 255 characters) with SMSGW_SECRET_KEY unset, then "
+            "downgrade. The passwords and the gateways table are untouched.")
 
 
 def downgrade() -> None:
