@@ -42,6 +42,7 @@ class Settings:
     guard_idle_timeout: int = 30        # seconds a client connection may sit idle
     guard_header_timeout: float = 10.0  # seconds to read one request head, from its first byte
     guard_max_connections: int = 0      # 0: derived from the open-files limit
+    guard_max_connections_per_client: int = 0  # 0: derived from the cap; trusted proxies are exempt
     guard_trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For (one address) is kept
     simulator_host: str = "127.0.0.1"
     simulator_port: int = 8025
@@ -88,6 +89,8 @@ class Settings:
             guard_idle_timeout=_int(env, "SMSGW_GUARD_IDLE_TIMEOUT", cls.guard_idle_timeout, low=1, high=3600),
             guard_header_timeout=_float(env, "SMSGW_GUARD_HEADER_TIMEOUT", cls.guard_header_timeout, low=0.1),
             guard_max_connections=_int(env, "SMSGW_GUARD_MAX_CONNECTIONS", cls.guard_max_connections, low=0),
+            guard_max_connections_per_client=_int(env, "SMSGW_GUARD_MAX_CONNECTIONS_PER_CLIENT",
+                                                  cls.guard_max_connections_per_client, low=0),
             guard_trusted_proxies=_addresses(env, "SMSGW_GUARD_TRUSTED_PROXIES"),
             simulator_host=env.get("SMSGW_SIMULATOR_HOST", cls.simulator_host),
             simulator_port=_int(env, "SMSGW_SIMULATOR_PORT", cls.simulator_port, low=1, high=65535),

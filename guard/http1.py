@@ -26,6 +26,7 @@ from mitmproxy.proxy.layers.http._http1 import Http1Server
 
 HEAD_LIMIT = 64 * 1024  # request line and headers, together
 END_OF_HEAD = re.compile(rb"\n\r?\n")  # what ends a head for mitmproxy's parser (h11's buffer)
+EMPTY_LINES = re.compile(rb"(?:\r?\n)*")  # what a server ignores before a request line (RFC 9112 2.2)
 
 MESSAGES = {
     400: "Bad request.",
@@ -59,7 +60,16 @@ class BoundedHttp1Server(Http1Server):
     """An HTTP/1 server connection that refuses a head over ``HEAD_LIMIT`` bytes
     (431), gives a head ``head_timeout`` seconds from its first byte (408), never
     buffers more than ``HEAD_LIMIT`` bytes of a pipelined request, and writes
-    its own error answers as JSON."""
+    its own error answers as JSON.
+
+    Empty lines before a request line are skipped (all of them: mitmproxy's
+    parser drops one per read, and left a request behind two waiting for more
+    bytes), but they start the head clock like any other byte, and it keeps
+    running until a whole head is read. Otherwise a client sending an empty line
+    now and then would hold a connection for ever: each line resets the idle
+    timeout and is no head to time. A clock that ends with only empty lines read
+    closes the connection without an answer: there was no request to answer.
+    """
 
     head_timeout: float = 10.0
 
@@ -73,28 +83,41 @@ class BoundedHttp1Server(Http1Server):
             if event.command is self._head_clock and self.state == self.read_headers:
                 if self.buf:
                     yield from self._refuse(408)
-                else:  # only empty lines came (some clients end a body with one): idle again
-                    self._head_clock = None
+                else:  # only empty lines came: no request begun, nothing to answer
+                    yield from self._hang_up()
             return
-        if (isinstance(event, events.DataReceived) and self.state == self.read_headers
-                and self._head_clock is None):
-            self._head_clock = commands.RequestWakeup(self.head_timeout)  # from the head's first byte
-            yield self._head_clock
+        started = isinstance(event, events.DataReceived) and self.state == self.read_headers
         yield from super()._handle_event(event)
         if self.state != self.read_headers:
             self._head_clock = None  # this head is read (or the connection is done)
+        elif self._head_clock is None and (started or (self.buf and not isinstance(event, events.ConnectionEvent))):
+            # From the head's first byte, empty lines included; or, for bytes pipelined
+            # behind the last request, from the end of its answer.
+            self._head_clock = commands.RequestWakeup(self.head_timeout)
+            yield self._head_clock
 
     def read_headers(self, event: events.ConnectionEvent):
-        if isinstance(event, events.DataReceived) and head_too_large(bytes(self.buf)):
-            yield from self._refuse(431)
-            return
+        if isinstance(event, events.DataReceived):
+            if len(self.buf) - len(event.data) <= 1 or not event.data:
+                self._skip_empty_lines()  # a head's first bytes, or what was pipelined behind the last
+            if len(self.buf) > HEAD_LIMIT and head_too_large(bytes(self.buf)):
+                yield from self._refuse(431)
+                return
         for command in super().read_headers(event):
             if isinstance(command, commands.SendData) and command.connection is self.conn:
                 # The only bytes mitmproxy writes here itself: its HTML 400 page.
                 command = commands.SendData(self.conn, error_response(400))
             yield command
         if self.state == self.read_headers and len(self.buf) > HEAD_LIMIT:
-            yield from self._refuse(431)  # e.g. endless empty lines before a request line
+            yield from self._refuse(431)  # defence in depth: nothing should be buffered past the limit
+
+    def _skip_empty_lines(self) -> None:
+        """Drop the empty lines the buffer starts with. Called only where a head may
+        start (an empty buffer, or one holding a CR that a LF may complete), so it
+        copies one read's bytes, not the whole buffer at each read."""
+        skipped = EMPTY_LINES.match(bytes(self.buf)).end()
+        if skipped:
+            self.buf.maybe_extract_at_most(skipped)
 
     def wait(self, event: events.Event):
         # A request is in flight; what the client sends meanwhile waits in the buffer.
@@ -120,6 +143,9 @@ class BoundedHttp1Server(Http1Server):
 
     def _refuse(self, status: int):
         yield commands.SendData(self.conn, error_response(status))
+        yield from self._hang_up()
+
+    def _hang_up(self):
         yield commands.CloseConnection(self.conn)
         self.state = self.done
         self.buf = type(self.buf)()  # release what was read

@@ -54,14 +54,18 @@ def build_master(settings: Settings, guard: object) -> Master:
     was = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     fd_limit = limits.raise_fd_limit()
     most = limits.max_connections(settings.guard_max_connections, fd_limit)
-    log.info("open files limit %s %d; at most %d client connections",
-             "raised to" if fd_limit > was else "is", fd_limit, most)
+    connection_limits = limits.ConnectionLimits(
+        most, settings.guard_header_timeout, settings.guard_max_connections_per_client,
+        settings.guard_trusted_proxies)
+    log.info("open files limit %s %d; at most %d client connections, %d per client%s",
+             "raised to" if fd_limit > was else "is", fd_limit, most, connection_limits.per_client,
+             " (trusted proxies excepted)" if settings.guard_trusted_proxies else "")
     master = Master(options.Options(confdir=settings.guard_confdir))
     master.addons.add(
         core.Core(),
         proxyserver.Proxyserver(),
         next_layer.NextLayer(),
-        limits.ConnectionLimits(most, settings.guard_header_timeout),  # after NextLayer: sees its choice
+        connection_limits,  # after NextLayer: sees its choice
         tlsconfig.TlsConfig(),
         disable_h2c.DisableH2C(),
         errorcheck.ErrorCheck(),

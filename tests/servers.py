@@ -153,12 +153,15 @@ def httpx_status(url: str) -> int | None:
 
 
 def raw_request(port: int, method: str, target: str, headers: dict[str, str] | None = None,
-                body: bytes = b"id=x&message_status=DELIVRD", host: str = "127.0.0.1") -> tuple[int, bytes]:
-    """One HTTP/1.1 request written byte for byte (httpx would normalise the target)."""
+                body: bytes = b"id=x&message_status=DELIVRD", host: str = "127.0.0.1",
+                source: str | None = None) -> tuple[int, bytes]:
+    """One HTTP/1.1 request written byte for byte (httpx would normalise the target),
+    from the loopback address ``source`` when given (any 127/8 address will do)."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close",
              "Content-Type: application/x-www-form-urlencoded", f"Content-Length: {len(body)}"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                  source_address=(source, 0) if source else None) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         data = b""
         while chunk := sock.recv(65536):

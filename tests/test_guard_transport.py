@@ -417,7 +417,8 @@ def test_many_idle_connections_under_a_low_fd_limit_leave_room_for_a_receipt(wor
     held = hold_idle_connections(guard.port, 300)
     try:
         started = time.monotonic()
-        status, _ = raw_request(guard.port, "POST", receipt_target(world["two"]))
+        # From another address: 127.0.0.1, holding its share, is at its per-client cap.
+        status, _ = raw_request(guard.port, "POST", receipt_target(world["two"]), source="127.0.0.2")
         print(f"receipt admitted with {len(held)} idle connections held, in {time.monotonic() - started:.3f} s")
         assert status == 200
     finally:
@@ -448,7 +449,7 @@ def test_connections_over_the_cap_are_closed_at_once_and_idle_ones_in_time(world
     """With no hard limit to raise to, the guard caps its client connections below
     its file limit: the excess is closed cleanly at once, the rest when idle."""
     guard = start_guard(tmp_path, world["api"].env, world["upstream"].url, prefix=("prlimit", "--nofile=256:256"),
-                        SMSGW_GUARD_IDLE_TIMEOUT="40")
+                        SMSGW_GUARD_IDLE_TIMEOUT="40", SMSGW_GUARD_MAX_CONNECTIONS_PER_CLIENT="1000")
     held = hold_idle_connections(guard.port, 300)
     closed = closed_by_peer(held)
     try:
@@ -471,7 +472,8 @@ def test_running_out_of_file_descriptors_logs_a_line_not_a_traceback_per_accept(
     """Past the file limit (an operator set the cap too high), accept() fails: the
     guard logs that once in a while, never a traceback each time."""
     guard = start_guard(tmp_path, world["api"].env, world["upstream"].url, prefix=("prlimit", "--nofile=256:256"),
-                        SMSGW_GUARD_MAX_CONNECTIONS="5000", SMSGW_GUARD_IDLE_TIMEOUT="3")
+                        SMSGW_GUARD_MAX_CONNECTIONS="5000", SMSGW_GUARD_MAX_CONNECTIONS_PER_CLIENT="5000",
+                        SMSGW_GUARD_IDLE_TIMEOUT="3")
     held = hold_idle_connections(guard.port, 400)
     try:
         wait_until(lambda: "out of file descriptors" in guard.log, timeout=15, what="the guard to run out")
@@ -685,14 +687,14 @@ def test_the_head_limit_counts_the_request_line_and_headers_together():
 
 
 def test_the_connection_cap_follows_the_file_limit_unless_set():
-    from guard.limits import FD_RESERVE, max_connections
+    from guard.limits import DEFAULT_CAP, FD_RESERVE, max_connections
 
     assert max_connections(0, 256) == (256 - FD_RESERVE) // 2
-    assert max_connections(0, 1_048_576) == (1_048_576 - FD_RESERVE) // 2
+    assert max_connections(0, 1_048_576) == DEFAULT_CAP == 4096  # not 524k connections (74 GB)
     assert max_connections(5000, 256) == 5000  # the operator's choice stands
 
 
-def test_the_head_clock_runs_from_a_heads_first_byte_and_empty_lines_do_not_stop_it_for_good():
+def test_the_head_clock_runs_from_a_heads_first_byte_and_empty_lines_do_not_stop_it():
     """BoundedHttp1Server alone, driven event by event (no timers, no network)."""
     from mitmproxy import options
     from mitmproxy.proxy import commands, events
@@ -701,21 +703,48 @@ def test_the_head_clock_runs_from_a_heads_first_byte_and_empty_lines_do_not_stop
     from guard.http1 import BoundedHttp1Server
 
     context = Context(tflow.tclient_conn(), options.Options())
-    server = BoundedHttp1Server(context, head_timeout=3)
-    list(server.handle_event(events.Start()))
 
-    def feed(event) -> list:
-        return list(server.handle_event(event))
+    def server_and_feed():
+        server = BoundedHttp1Server(context, head_timeout=3)
+        list(server.handle_event(events.Start()))
+        return lambda event: list(server.handle_event(event))
 
-    def clock_in(produced) -> commands.RequestWakeup:
-        [clock] = [c for c in produced if isinstance(c, commands.RequestWakeup)]
-        assert clock.delay == 3
-        return clock
+    def clocks(produced) -> list[commands.RequestWakeup]:
+        return [c for c in produced if isinstance(c, commands.RequestWakeup)]
 
-    first = clock_in(feed(events.DataReceived(context.client, b"\r\n")))  # an empty line starts a clock...
-    assert feed(events.Wakeup(first)) == []  # ...that finds nothing pending: idle again
-    second = clock_in(feed(events.DataReceived(context.client, b"POST / HTTP/1.1\r\n")))
-    assert not any(isinstance(c, commands.RequestWakeup) for c in feed(events.DataReceived(context.client, b"X: 1\r\n")))
-    answer = feed(events.Wakeup(second))
+    # Only empty lines: the first starts the clock, the others neither stop nor restart it,
+    # and when it ends the connection is closed without an answer (no request was begun).
+    feed = server_and_feed()
+    [clock] = clocks(feed(events.DataReceived(context.client, b"\r\n")))
+    assert clock.delay == 3
+    for _ in range(5):
+        assert clocks(feed(events.DataReceived(context.client, b"\r\n"))) == []
+    assert [type(c) for c in feed(events.Wakeup(clock))] == [commands.CloseConnection]
+
+    # Empty lines, then a head that is not done in time: 408, on the clock of the first empty line.
+    feed = server_and_feed()
+    [clock] = clocks(feed(events.DataReceived(context.client, b"\r\n")))
+    assert clocks(feed(events.DataReceived(context.client, b"POST / HTTP/1.1\r\n"))) == []
+    assert clocks(feed(events.DataReceived(context.client, b"X: 1\r\n"))) == []
+    answer = feed(events.Wakeup(clock))
     assert [type(c) for c in answer] == [commands.SendData, commands.CloseConnection]
     assert answer[0].data.startswith(b"HTTP/1.1 408 ") and answer[0].data.endswith(b'{"message": "Request timeout."}')
+
+
+def test_every_empty_line_before_a_request_line_is_skipped_at_once():
+    """mitmproxy's parser drops one empty line per read: a request behind two, sent
+    in one packet, waited for bytes that never came."""
+    from mitmproxy import options
+    from mitmproxy.proxy import events
+    from mitmproxy.proxy.context import Context
+    from mitmproxy.proxy.layers.http import _events as http_events
+
+    from guard.http1 import BoundedHttp1Server
+
+    context = Context(tflow.tclient_conn(), options.Options())
+    server = BoundedHttp1Server(context, head_timeout=3)
+    list(server.handle_event(events.Start()))
+    produced = list(server.handle_event(events.DataReceived(
+        context.client, b"\r\n\n\r\nGET /_guard/health HTTP/1.1\r\nHost: x\r\n\r\n")))
+    heads = [c.event for c in produced if isinstance(getattr(c, "event", None), http_events.RequestHeaders)]
+    assert [head.request.path for head in heads] == ["/_guard/health"]
