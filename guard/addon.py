@@ -8,13 +8,13 @@ admit. Nothing reaches the API unless this addon said so.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 
 from mitmproxy import http
 
 from api import clock
+from api.peer import client_address_from
 from guard import decision
 from guard.decision import Verdict
 from guard.store import TokenStore
@@ -53,17 +53,6 @@ def frame_exactly(request: http.Request) -> None:
     request.trailers = None
 
 
-def client_address(peer: str, forwarded_for: list[str], trusted: tuple[str, ...]) -> str:
-    """The address the API is told: the peer's, unless the peer is a proxy the
-    operator trusts (nginx in front) and says, as one address, whom it saw."""
-    if peer in trusted and len(forwarded_for) == 1:
-        try:
-            return str(ipaddress.ip_address(forwarded_for[0].strip()))
-        except ValueError:
-            pass
-    return peer
-
-
 def forward_from(request: http.Request, address: str) -> None:
     """The API learns the client's address from the guard alone: X-Forwarded-For
     is replaced (never appended to) and the other forwarding headers dropped."""
@@ -99,7 +88,7 @@ class Guard:
             return
         try:
             frame_exactly(flow.request)
-            forward_from(flow.request, client_address(
+            forward_from(flow.request, client_address_from(
                 flow.client_conn.peername[0], flow.request.headers.get_all("X-Forwarded-For"),
                 self.trusted_proxies))
         except Exception as exc:  # fail closed
@@ -160,8 +149,12 @@ class Guard:
         if target is None:
             return decision.NOT_FOUND, None
         token = decision.find_token(raw_target, header_tokens)
-        if token in (decision.MISSING, decision.CONFLICT) or not decision.well_formed(token):
-            return decision.verdict_for_token(token, None, ""), target
+        # The rule first, before any look-up: asked about a token it has no credentials
+        # for (UNCHECKED), it answers what the token alone decides (missing, conflicting,
+        # malformed: never worth a database read) or RETRY, "look it up".
+        verdict = decision.verdict_for_token(token, decision.UNCHECKED, "")
+        if verdict != decision.RETRY:
+            return verdict, target
         arrived = self.store.mark()
         credentials = await self.store.credentials(target.gateway_id)
         verdict = decision.verdict_for_token(token, credentials, clock.now_iso())

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from databases import Database
@@ -46,8 +46,9 @@ COLUMNS = (gateways.c.callback_token, gateways.c.previous_callback_tokens)
 
 @dataclass(frozen=True)
 class Credentials:
-    current: str
-    previous: tuple[tuple[str, str], ...] = ()  # (token, expires_at) of earlier tokens
+    # Secrets: never in a repr (a log line, a traceback's locals, a debugger).
+    current: str = field(repr=False)
+    previous: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (token, expires_at) of earlier tokens
 
 
 def credentials_of(values) -> Credentials:

@@ -132,3 +132,42 @@ def test_a_token_the_guard_could_not_check_is_a_503_with_retry_after_never_a_403
     check = run(Guard(Unchecked()), "/_guard/check", method="GET",
                 headers={"X-Original-Method": "POST", "X-Original-URI": "/webhooks/jasmin/1/dlr?token=" + "b" * 30})
     assert (check.response.status_code, check.response.headers.get("Retry-After")) == (503, "1")
+
+
+def test_tokens_the_token_alone_refuses_never_reach_the_store():
+    """Missing, conflicting, malformed: the rule answers before any look-up."""
+    store = Store()
+    guard = Guard(store)
+    for path, headers, status in [
+        ("/webhooks/jasmin/1/dlr", {}, 401),
+        (f"/webhooks/jasmin/1/dlr?token={TOKEN}", {"X-Callback-Token": "b" * 30}, 400),
+        ("/webhooks/jasmin/1/dlr?token=short", {}, 403),
+        ("/webhooks/jasmin/1/dlr?token=" + "a" * 29 + "%0A", {}, 403),
+    ]:
+        assert run(guard, path, headers=headers).response.status_code == status, path
+    assert store.asked == 0
+    assert run(guard, f"/webhooks/jasmin/1/dlr?token={TOKEN}").response is None and store.asked == 1
+
+
+def test_credentials_never_show_their_tokens():
+    previous = "an-earlier-callback-token-987654321"
+    credentials = Credentials(TOKEN, ((previous, "2026-11-28T00:00:00Z"),))
+    for shown in (repr(credentials), str(credentials), repr([credentials]), f"{credentials!r}"):
+        assert TOKEN not in shown and previous not in shown
+    assert credentials.current == TOKEN  # still there for the comparison
+
+
+def test_one_rule_for_the_client_address_two_trust_lists():
+    """api.peer.client_address_from: the API trusts loopback (the guard, nginx on its
+    host); the guard trusts SMSGW_GUARD_TRUSTED_PROXIES. Same rule, different lists."""
+    from api.peer import LOOPBACK, client_address_from
+
+    assert client_address_from("127.0.0.1", ["203.0.113.9"], LOOPBACK) == "203.0.113.9"
+    assert client_address_from("::1", [" 2001:DB8::9 "], LOOPBACK) == "2001:db8::9"
+    assert client_address_from("198.51.100.4", ["203.0.113.9"], LOOPBACK) == "198.51.100.4"  # not trusted
+    assert client_address_from("127.0.0.1", [], LOOPBACK) == "127.0.0.1"
+    for claims in (["203.0.113.9, 10.0.0.1"], ["203.0.113.9", "10.0.0.1"], ["not-an-address"]):
+        assert client_address_from("127.0.0.1", claims, LOOPBACK) == "127.0.0.1", claims
+    assert client_address_from("127.0.0.1", ["203.0.113.9"], ()) == "127.0.0.1"  # the guard, trusting no one
+    assert client_address_from("10.0.0.5", ["203.0.113.9"], ("10.0.0.5",)) == "203.0.113.9"
+    assert client_address_from(None, ["203.0.113.9"], LOOPBACK) is None
