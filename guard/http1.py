@@ -21,7 +21,8 @@ from mitmproxy import http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events
-from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._events import ErrorCode, RequestProtocolError, ResponseProtocolError
 from mitmproxy.proxy.layers.http._http1 import Http1Server
 
 HEAD_LIMIT = 64 * 1024  # request line and headers, together
@@ -69,6 +70,9 @@ class BoundedHttp1Server(Http1Server):
     now and then would hold a connection for ever: each line resets the idle
     timeout and is no head to time. A clock that ends with only empty lines read
     closes the connection without an answer: there was no request to answer.
+
+    The body, likewise, gets ``head_timeout`` seconds from the end of its head
+    (408): a byte now and then would otherwise hold the connection as long.
     """
 
     head_timeout: float = 10.0
@@ -85,12 +89,19 @@ class BoundedHttp1Server(Http1Server):
                     yield from self._refuse(408)
                 else:  # only empty lines came: no request begun, nothing to answer
                     yield from self._hang_up()
+            elif event.command is self._head_clock and self.state == self.read_body:
+                yield from self._body_too_slow()
             return
+        before = self.state
         started = isinstance(event, events.DataReceived) and self.state == self.read_headers
         yield from super()._handle_event(event)
-        if self.state != self.read_headers:
-            self._head_clock = None  # this head is read (or the connection is done)
-        elif self._head_clock is None and (started or (self.buf and not isinstance(event, events.ConnectionEvent))):
+        if self.state == self.read_body and before != self.read_body:
+            self._head_clock = commands.RequestWakeup(self.head_timeout)  # the body's own time
+            yield self._head_clock
+        elif self.state != self.read_headers and self.state != self.read_body:
+            self._head_clock = None  # this request is read (or the connection is done)
+        elif (self.state == self.read_headers and self._head_clock is None
+              and (started or (self.buf and not isinstance(event, events.ConnectionEvent)))):
             # From the head's first byte, empty lines included; or, for bytes pipelined
             # behind the last request, from the end of its answer.
             self._head_clock = commands.RequestWakeup(self.head_timeout)
@@ -144,6 +155,15 @@ class BoundedHttp1Server(Http1Server):
     def _refuse(self, status: int):
         yield commands.SendData(self.conn, error_response(status))
         yield from self._hang_up()
+
+    def _body_too_slow(self):
+        """408, and the flow learns that its request ended (as when mitmproxy's own
+        body reader meets a protocol error): no request hook, nothing upstream."""
+        yield commands.SendData(self.conn, error_response(408))
+        yield commands.CloseConnection(self.conn)
+        yield ReceiveHttp(RequestProtocolError(self.stream_id, "request body timeout", ErrorCode.GENERIC_CLIENT_ERROR))
+        self.state = self.done
+        self.buf = type(self.buf)()
 
     def _hang_up(self):
         yield commands.CloseConnection(self.conn)

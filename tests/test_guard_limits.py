@@ -238,3 +238,35 @@ def test_sigint_likewise_ends_open_connections_without_a_traceback(world, tmp_pa
             sock.close()
     assert guard.process.popen.returncode == 0
     assert guard.log.count("Traceback") == 0, guard.log[-3000:]
+
+
+def test_a_body_trickling_in_a_byte_at_a_time_is_408_after_the_header_timeout(world, tmp_path):
+    """The same lock-out through the body: a head, then one body byte now and then
+    (each resets the idle timeout). The body gets the head's time again."""
+    upstream = world["upstream"]
+    upstream.clear()
+    guard = guard_for(world, tmp_path, SMSGW_GUARD_HEADER_TIMEOUT="1", SMSGW_GUARD_IDLE_TIMEOUT="120")
+    gateway = world["gateway"]
+    answer, closed = b"", False
+    try:
+        with socket.create_connection(("127.0.0.1", guard.port), timeout=10) as sock:
+            sock.sendall(f"POST /webhooks/jasmin/{gateway['id']}/dlr?token={gateway['callback_token']} HTTP/1.1\r\n"
+                         "Host: x\r\nContent-Length: 1000\r\n\r\n".encode())
+            deadline = time.monotonic() + 30  # 1000 bytes at this pace would take 300 s
+            while not closed and time.monotonic() < deadline:
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    break
+                if select.select([sock], [], [], 0.3)[0]:
+                    try:
+                        chunk = sock.recv(65536)
+                    except ConnectionResetError:
+                        chunk = b""
+                    answer += chunk
+                    closed = not chunk
+    finally:
+        guard.process.stop()
+    assert answer.startswith(b"HTTP/1.1 408 ") and answer.endswith(b'{"message": "Request timeout."}')
+    assert upstream.requests == []
+    assert guard.log.count("Traceback") == 0
