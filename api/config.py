@@ -40,7 +40,7 @@ class Settings:
     guard_cache_ttl: float = 5.0
     guard_body_limit: int = 64 * 1024
     guard_idle_timeout: int = 30        # seconds a client connection may sit idle
-    guard_header_timeout: float = 10.0  # seconds to read one request head, from its first byte
+    guard_header_timeout: float = 10.0  # seconds to read one request head (from its first byte), and again its body
     guard_max_connections: int = 0      # 0: derived from the open-files limit
     guard_max_connections_per_client: int = 0  # 0: derived from the cap; trusted proxies are exempt
     guard_trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For (one address) is kept
