@@ -107,6 +107,9 @@ class Guard:
     async def _decide(self, flow: http.HTTPFlow) -> None:
         request = flow.request
         raw_target = request.path
+        if not decision.plain_headers(request.headers.fields):  # a folded or broken line: never forwarded
+            refuse(flow, decision.MALFORMED)
+            return
         if not raw_target.isascii():  # raw bytes outside ASCII: no valid request target
             refuse(flow, decision.NOT_FOUND)
             return

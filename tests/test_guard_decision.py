@@ -158,3 +158,18 @@ def test_no_text_makes_the_token_check_raise(token, header):
 def test_a_token_outside_the_token_alphabet_never_matches(token):
     assert callback_tokens.token_matches(token, token) is False
     assert decision.well_formed(token) is False
+
+
+@pytest.mark.parametrize("fields, plain", [
+    ([(b"Host", b"smsgw"), (b"Content-Length", b"4")], True),
+    ([(b"X-Note", b"a\r\n Transfer-Encoding: chunked")], False),  # an obs-fold, kept by the parser
+    ([(b"X-Note", b"a\rTransfer-Encoding: chunked")], False),      # a bare CR
+    ([(b"X-Note", b"a\nb")], False),
+    ([(b"X-Note", b"a\x00b")], False),
+    ([(b"X-No\rte", b"a")], False),
+    ([(b"X-Note", b"tab\tand spaces are fine")], True),
+])
+def test_a_header_with_a_line_break_or_nul_is_malformed(fields, plain):
+    """A line break inside a header would become a header line of its own upstream
+    (RFC 9112 5.2: refuse it); so a request carrying one is never forwarded."""
+    assert decision.plain_headers(fields) is plain
