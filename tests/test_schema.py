@@ -15,6 +15,22 @@ from api.tables import metadata
 from tests.servers import create_postgres_database, drop_postgres_database, run_smsgw, services_required
 
 
+def migrate(url: str, revision: str, *, down: bool = False) -> None:
+    """Upgrade (or downgrade) the database at ``url`` to ``revision``, as alembic does."""
+    from alembic import command
+
+    from api.migrate import alembic_config
+    (command.downgrade if down else command.upgrade)(alembic_config(url), revision)
+
+
+def insert_new_gateway(db: sqlite3.Connection, n: int) -> int:
+    """A gateway made the way the API makes one (no id given); its id."""
+    db.execute("INSERT INTO sms_gateways (name, provider_type, server_host, server_port, api_path,"
+               " callback_token, is_active, use_ssl, created_at, updated_at)"
+               f" VALUES ('new {n}', 'jasmin', 'h', 1, 'p', 't{n}', 1, 0, 'x', 'x')")
+    return db.execute("SELECT max(id) FROM sms_gateways").fetchone()[0]
+
+
 def head() -> str:
     from alembic.script import ScriptDirectory
 
@@ -54,12 +70,8 @@ def test_a_bad_setting_stops_the_command_with_its_name(tmp_path):
 
 
 def test_old_rows_get_the_state_their_raw_status_means(tmp_path):
-    from alembic import command
-
-    from api.migrate import alembic_config
-
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    command.upgrade(alembic_config(url), "0002")
+    migrate(url, "0002")
     with sqlite3.connect(tmp_path / "old.db") as db:
         db.execute("INSERT INTO sms_gateways (id, name, provider_type, server_host, server_port, api_path,"
                    " callback_token, is_active, use_ssl, created_at, updated_at)"
@@ -69,7 +81,7 @@ def test_old_rows_get_the_state_their_raw_status_means(tmp_path):
             db.execute("INSERT INTO sms_messages (sms_gateway_id, to_number, from_sender, message, callback_url,"
                        " delivery_status, created_at, updated_at) VALUES (1, ?, 's', 'm', 'u', ?, 'x', 'x')",
                        (str(n), raw))
-    command.upgrade(alembic_config(url), "head")
+    migrate(url, "head")
     with sqlite3.connect(tmp_path / "old.db") as db:
         states = dict(db.execute("SELECT delivery_status, state FROM sms_messages"))
     assert states == {"delivrd": "delivered", "esme_rok": "accepted", "undeliv": "failed",
@@ -91,37 +103,26 @@ def old_gateway(gateway_id: int, previous: bool, true: str = "1", false: str = "
 
 def test_sqlite_gateway_ids_are_kept_and_never_reused_after_migrating(tmp_path):
     """Finding 7: SQLite handed a deleted gateway's id to the next one created."""
-    from alembic import command
-
-    from api.migrate import alembic_config
-
     path = tmp_path / "old.db"
-    command.upgrade(alembic_config(f"sqlite:///{path}"), "0003")
+    migrate(f"sqlite:///{path}", "0003")
     with sqlite3.connect(path) as db:
         for gateway_id in (3, 4):
             db.execute(old_gateway(gateway_id, previous=gateway_id == 4))
-    command.upgrade(alembic_config(f"sqlite:///{path}"), "head")
+    migrate(f"sqlite:///{path}", "head")
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT id, callback_token FROM sms_gateways ORDER BY id").fetchall() == [
             (3, "tok-3"), (4, "tok-4")]
         db.execute("DELETE FROM sms_gateways WHERE id = 4")
-        db.execute("INSERT INTO sms_gateways (name, provider_type, server_host, server_port, api_path,"
-                   " callback_token, is_active, use_ssl, created_at, updated_at)"
-                   " VALUES ('new', 'jasmin', 'h', 1, 'p', 't', 1, 0, 'x', 'x')")
-        assert db.execute("SELECT max(id) FROM sms_gateways").fetchone() == (5,)  # not 4 again
+        assert insert_new_gateway(db, 1) == 5  # not 4 again
 
 
 def test_sqlite_keeps_the_previous_token_when_migrating(tmp_path):
-    from alembic import command
-
-    from api.migrate import alembic_config
-
     path = tmp_path / "old.db"
-    command.upgrade(alembic_config(f"sqlite:///{path}"), "0003")
+    migrate(f"sqlite:///{path}", "0003")
     with sqlite3.connect(path) as db:
         for gateway_id in (3, 7):
             db.execute(old_gateway(gateway_id, previous=gateway_id == 7))
-    command.upgrade(alembic_config(f"sqlite:///{path}"), "head")
+    migrate(f"sqlite:///{path}", "head")
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT id, previous_callback_tokens FROM sms_gateways ORDER BY id").fetchall()
     assert [(i, json.loads(h)) for i, h in rows] == [
@@ -129,10 +130,6 @@ def test_sqlite_keeps_the_previous_token_when_migrating(tmp_path):
 
 
 def test_postgresql_keeps_every_gateway_and_its_previous_token_when_migrating():
-    from alembic import command
-
-    from api.migrate import alembic_config
-
     try:
         url = create_postgres_database()
     except Exception as exc:
@@ -140,9 +137,9 @@ def test_postgresql_keeps_every_gateway_and_its_previous_token_when_migrating():
             pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
         pytest.skip(f"PostgreSQL unreachable: {exc}")
     try:
-        command.upgrade(alembic_config(url), "0003")
+        migrate(url, "0003")
         asyncio.run(_postgres(url, old_gateway(3, False, "true", "false"), old_gateway(7, True, "true", "false")))
-        command.upgrade(alembic_config(url), "head")
+        migrate(url, "head")
         rows = asyncio.run(_postgres(url, "SELECT id, callback_token, previous_callback_tokens::text"
                                           " FROM sms_gateways ORDER BY id"))
         assert [(r[0], r[1], json.loads(r[2])) for r in rows] == [
@@ -168,26 +165,17 @@ def test_sqlite_ids_deleted_before_migrating_are_never_reused(tmp_path):
     """Before AUTOINCREMENT, deleting the newest gateway freed its id; the rebuild seeded the
     id counter from the ids still present, so the deleted ids came back after the upgrade,
     and receipts still parked under them appeared under the new gateway."""
-    from alembic import command
-
-    from api.migrate import alembic_config
-
     path = tmp_path / "old.db"
-    command.upgrade(alembic_config(f"sqlite:///{path}"), "0003")
+    migrate(f"sqlite:///{path}", "0003")
     with sqlite3.connect(path) as db:
         for gateway_id in (3, 9, 12):
             db.execute(old_gateway(gateway_id, previous=False))
         db.execute("INSERT INTO unmatched_receipts (sms_gateway_id, external_message_id, raw_status, status,"
                    " received_at, expires_at) VALUES (12, 'parked-for-12', 'DELIVRD', 'pending', 'x', 'y')")
         db.execute("DELETE FROM sms_gateways WHERE id IN (9, 12)")
-    command.upgrade(alembic_config(f"sqlite:///{path}"), "head")
+    migrate(f"sqlite:///{path}", "head")
     with sqlite3.connect(path) as db:
-        created = []
-        for n in range(2):
-            db.execute("INSERT INTO sms_gateways (name, provider_type, server_host, server_port, api_path,"
-                       " callback_token, is_active, use_ssl, created_at, updated_at)"
-                       f" VALUES ('new {n}', 'jasmin', 'h', 1, 'p', 't{n}', 1, 0, 'x', 'x')")
-            created.append(db.execute("SELECT max(id) FROM sms_gateways").fetchone()[0])
+        created = [insert_new_gateway(db, n) for n in range(2)]
     assert created == [13, 14]  # never 4, 9 or 12 again
 
 
@@ -195,11 +183,7 @@ SEALED = "aesgcm:v1:0123abcd:" + "A" * 60  # the shape api.secrets seals a passw
 
 
 def _at_0004_with_passwords(url: str, run, true: str, false: str) -> None:
-    from alembic import command
-
-    from api.migrate import alembic_config
-
-    command.upgrade(alembic_config(url), "0004")
+    migrate(url, "0004")
     for gateway_id, password in ((3, "plain-pw"), (4, SEALED), (5, "p" * 300)):
         run(f"INSERT INTO sms_gateways (id, name, provider_type, server_host, server_port, api_path, password,"
             f" callback_token, is_active, use_ssl, created_at, updated_at) VALUES ({gateway_id}, 'g', 'jasmin',"
@@ -209,17 +193,13 @@ def _at_0004_with_passwords(url: str, run, true: str, false: str) -> None:
 def _downgrade_refuses_then_succeeds(url: str, run) -> None:
     """Code before 0004 would send a sealed password as it is, and PostgreSQL cannot shorten a
     long one: the downgrade refuses, naming the gateways, and changes nothing."""
-    from alembic import command
-
-    from api.migrate import alembic_config
-
     with pytest.raises(Exception, match=r"gateways 4, 5 .*encrypted or longer than 255"):
-        command.downgrade(alembic_config(url), "0003")
+        migrate(url, "0003", down=True)
     assert run("SELECT version_num FROM alembic_version") == [("0004",)]
     assert [tuple(r) for r in run("SELECT id, password FROM sms_gateways ORDER BY id")] == [
         (3, "plain-pw"), (4, SEALED), (5, "p" * 300)]
     run("UPDATE sms_gateways SET password = 'set-again' WHERE id IN (4, 5)")
-    command.downgrade(alembic_config(url), "0003")
+    migrate(url, "0003", down=True)
     assert [tuple(r) for r in run("SELECT id, password FROM sms_gateways ORDER BY id")] == [
         (3, "plain-pw"), (4, "set-again"), (5, "set-again")]
 
