@@ -166,25 +166,32 @@ def test_connection_accounting_per_client_and_in_all():
 # --- finding 1b: blank lines do not stop the head clock -------------------------------
 
 
+def trickle(sock: socket.socket, data: bytes, seconds: float) -> tuple[bytes, bool]:
+    """Send ``data`` every 0.3 s, as a slow client does, until the guard closes the
+    connection or ``seconds`` pass; what the guard answered, and whether it closed."""
+    answer, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            sock.sendall(data)
+        except OSError:
+            return answer, True
+        if select.select([sock], [], [], 0.3)[0]:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                return answer, True
+            answer += chunk
+    return answer, False
+
+
 def test_a_connection_sending_only_empty_lines_is_closed_after_the_header_timeout(world, tmp_path):
     guard = guard_for(world, tmp_path, SMSGW_GUARD_HEADER_TIMEOUT="1", SMSGW_GUARD_IDLE_TIMEOUT="120")
-    answer, closed = b"", False
     try:
         with socket.create_connection(("127.0.0.1", guard.port), timeout=10) as sock:
-            deadline = time.monotonic() + 30  # far past the head timeout, far inside the idle one
-            while not closed and time.monotonic() < deadline:
-                try:
-                    sock.sendall(b"\r\n")
-                except OSError:
-                    closed = True
-                    break
-                if select.select([sock], [], [], 0.3)[0]:  # an empty line every 0.3 s, until closed
-                    try:
-                        chunk = sock.recv(65536)
-                    except ConnectionResetError:
-                        chunk = b""
-                    answer += chunk
-                    closed = not chunk
+            # far past the head timeout, far inside the idle one
+            answer, closed = trickle(sock, b"\r\n", seconds=30)
         status = receipt(world, guard.port, source="127.0.0.1")
     finally:
         guard.process.stop()
@@ -247,24 +254,11 @@ def test_a_body_trickling_in_a_byte_at_a_time_is_408_after_the_header_timeout(wo
     upstream.clear()
     guard = guard_for(world, tmp_path, SMSGW_GUARD_HEADER_TIMEOUT="1", SMSGW_GUARD_IDLE_TIMEOUT="120")
     gateway = world["gateway"]
-    answer, closed = b"", False
     try:
         with socket.create_connection(("127.0.0.1", guard.port), timeout=10) as sock:
             sock.sendall(f"POST /webhooks/jasmin/{gateway['id']}/dlr?token={gateway['callback_token']} HTTP/1.1\r\n"
                          "Host: x\r\nContent-Length: 1000\r\n\r\n".encode())
-            deadline = time.monotonic() + 30  # 1000 bytes at this pace would take 300 s
-            while not closed and time.monotonic() < deadline:
-                try:
-                    sock.sendall(b"a")
-                except OSError:
-                    break
-                if select.select([sock], [], [], 0.3)[0]:
-                    try:
-                        chunk = sock.recv(65536)
-                    except ConnectionResetError:
-                        chunk = b""
-                    answer += chunk
-                    closed = not chunk
+            answer, _ = trickle(sock, b"a", seconds=30)  # 1000 bytes at this pace would take 300 s
     finally:
         guard.process.stop()
     assert answer.startswith(b"HTTP/1.1 408 ") and answer.endswith(b'{"message": "Request timeout."}')
