@@ -26,11 +26,14 @@ HEALTH_PATH = "/_guard/health"
 CHECK_PATH = "/_guard/check"  # nginx's auth_request asks here
 
 
-def reply(flow: http.HTTPFlow, status: int, body: dict | None = None, retry_after: int | None = None) -> None:
+def reply(flow: http.HTTPFlow, status: int, body: dict | None = None, retry_after: int | None = None,
+          close: bool = False) -> None:
     content = json.dumps(body).encode() if body is not None else b""
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if retry_after is not None:  # "not checked, try again": a gateway's retry, not a refusal
         headers["Retry-After"] = str(retry_after)
+    if close:  # mitmproxy ends the connection once this answer is sent
+        headers["Connection"] = "close"
     flow.response = http.Response.make(status, content, headers)
 
 
@@ -62,7 +65,7 @@ def forward_from(request: http.Request, address: str) -> None:
 
 
 def refuse(flow: http.HTTPFlow, verdict: Verdict) -> None:
-    reply(flow, verdict.status, {"message": verdict.message}, verdict.retry_after)
+    reply(flow, verdict.status, {"message": verdict.message}, verdict.retry_after, verdict.close)
 
 
 class Guard:

@@ -41,6 +41,7 @@ class Verdict:
     status: int
     message: str
     retry_after: int | None = None  # seconds, for a Retry-After header
+    close: bool = False  # end the connection after answering: what follows cannot be trusted
 
     @property
     def allowed(self) -> bool:
@@ -49,7 +50,9 @@ class Verdict:
 
 ALLOW = Verdict(200, "OK.")
 NOT_FOUND = Verdict(404, "Not found.")
-MALFORMED = Verdict(400, "Bad request.")
+# A request whose head is broken: its framing is suspect, so the bytes behind it are
+# not read as a request of their own (they may be one smuggled in its body).
+MALFORMED = Verdict(400, "Bad request.", close=True)
 MISSING_TOKEN = Verdict(401, "Unauthorized.")
 CONFLICTING_TOKEN = Verdict(400, "Conflicting callback tokens: send exactly one.")
 FORBIDDEN = Verdict(403, "Forbidden.")  # a wrong token and an unknown gateway look alike

@@ -171,3 +171,13 @@ def test_one_rule_for_the_client_address_two_trust_lists():
     assert client_address_from("127.0.0.1", ["203.0.113.9"], ()) == "127.0.0.1"  # the guard, trusting no one
     assert client_address_from("10.0.0.5", ["203.0.113.9"], ("10.0.0.5",)) == "203.0.113.9"
     assert client_address_from(None, ["203.0.113.9"], LOOPBACK) is None
+
+
+def test_a_folded_header_is_a_400_that_ends_the_connection():
+    """What follows a broken head may be a request smuggled in its body: the guard
+    answers 400 and closes rather than read on (mitmproxy honours Connection: close)."""
+    flow = run(Guard(Store()), f"/webhooks/jasmin/1/dlr?token={TOKEN}",
+               headers={"X-Note": "a\r\n Transfer-Encoding: chunked"})
+    assert flow.response.status_code == 400
+    assert flow.response.headers["Connection"] == "close"
+    assert flow.response.json() == {"message": "Bad request."}
