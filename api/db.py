@@ -200,3 +200,21 @@ def sqlite_pragmas() -> list[str]:
     """Set once on the file by ``smsgw migrate``: WAL persists in the database file,
     and lets readers (the API's GETs, later the guard) run beside the writer."""
     return ["PRAGMA journal_mode=WAL"]
+
+
+def transactional_sqlite_ddl(engine) -> None:
+    """Make SQLite's DDL part of the engine's transactions, as PostgreSQL's is.
+
+    Python's sqlite3 (and aiosqlite over it) opens a transaction only before
+    DML, so each CREATE, ALTER or DROP commits on its own: a run of migrations
+    that fails half-way leaves the steps before it done. SQLAlchemy's documented
+    remedy: let the driver start nothing itself, and emit BEGIN when the engine
+    begins. ``engine`` is an async engine (the migrations run through one)."""
+
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN")

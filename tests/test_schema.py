@@ -230,3 +230,23 @@ def test_postgresql_downgrade_below_0004_refuses_while_a_password_is_sealed_or_l
         _downgrade_refuses_then_succeeds(url, run)
     finally:
         drop_postgres_database(url)
+
+
+def test_a_sqlite_migration_run_that_fails_changes_nothing(tmp_path):
+    """A run of migrations is one transaction on SQLite, as on PostgreSQL: a downgrade
+    from head that 0004 refuses leaves 0005's tables (the audit trail) in place, not
+    dropped by a step that had already committed."""
+    path = tmp_path / "head.db"
+
+    def run(statement: str) -> list:
+        with sqlite3.connect(path) as db:
+            return db.execute(statement).fetchall()
+
+    migrate(f"sqlite:///{path}", "head")
+    run("INSERT INTO sms_gateways (id, name, provider_type, server_host, server_port, api_path, password,"
+        " callback_token, is_active, use_ssl, created_at, updated_at)"
+        f" VALUES (4, 'g', 'jasmin', 'h', 1, 'p', '{SEALED}', 'tok-4', 1, 0, 'x', 'x')")
+    with pytest.raises(Exception, match=r"encrypted or longer than 255"):
+        migrate(f"sqlite:///{path}", "0003", down=True)
+    assert run("SELECT version_num FROM alembic_version") == [(head(),)]
+    assert run("SELECT name FROM sqlite_master WHERE name = 'audit_events'") == [("audit_events",)]

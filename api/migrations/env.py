@@ -11,6 +11,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from api import db
 from api.tables import metadata
 
 
@@ -19,6 +20,9 @@ def run_sync_migrations(connection) -> None:
         connection=connection,
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite's ALTER is limited
+        # alembic assumes SQLite cannot roll DDL back and commits after each step;
+        # with db.transactional_sqlite_ddl it can, so a run is one transaction.
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -26,6 +30,8 @@ def run_sync_migrations(connection) -> None:
 
 async def run_async_migrations() -> None:
     engine = create_async_engine(context.config.get_main_option("sqlalchemy.url"))
+    if engine.dialect.name == "sqlite":
+        db.transactional_sqlite_ddl(engine)  # one run, one transaction: all of it or nothing
     try:
         async with engine.connect() as connection:
             await connection.run_sync(run_sync_migrations)
