@@ -8,13 +8,11 @@ import httpx
 import pytest
 
 from tests.servers import (
-    POSTGRES_ADMIN_URL,
     Api,
     StubGateway,
-    create_postgres_database,
     drop_postgres_database,
+    postgres_database_or_skip,
     run_smsgw,
-    services_required,
     start_api,
 )
 
@@ -30,12 +28,7 @@ def database(request) -> dict[str, str]:
     if request.param == "sqlite":
         yield {}
         return
-    try:
-        url = create_postgres_database()
-    except Exception as exc:  # refused, timed out, auth failed, no driver: all "unreachable"
-        if services_required():
-            pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
+    url = postgres_database_or_skip()
     yield {"SMSGW_DATABASE_URL": url}
     drop_postgres_database(url)
 

@@ -200,6 +200,19 @@ def create_postgres_database() -> str:
     return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
+def postgres_database_or_skip() -> str:
+    """``create_postgres_database()`` for a test; when PostgreSQL cannot be reached the
+    test is skipped, or fails under SMSGW_REQUIRE_SERVICES=1 (CI): never a silent pass."""
+    import pytest
+
+    try:
+        return create_postgres_database()
+    except Exception as exc:  # refused, timed out, auth failed, no driver: all "unreachable"
+        if services_required():
+            pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
+
+
 def drop_postgres_database(url: str) -> None:
     import asyncio
 

@@ -17,10 +17,9 @@ import pytest
 
 from tests.nginx import NGINX, start_nginx
 from tests.servers import (
-    POSTGRES_ADMIN_URL,
     StubGateway,
-    create_postgres_database,
     drop_postgres_database,
+    postgres_database_or_skip,
     run_smsgw,
     services_required,
     start_api,
@@ -35,12 +34,7 @@ _ids = itertools.count()
 def cluster(tmp_path_factory):
     if NGINX is None and not services_required():
         pytest.skip("nginx is not installed (make install installs it)")
-    try:
-        url = create_postgres_database()
-    except Exception as exc:
-        if services_required():
-            pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
+    url = postgres_database_or_skip()
     workdir = tmp_path_factory.mktemp("replicas")
     for name in ("a", "b"):
         (workdir / name).mkdir()

@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from api.tables import metadata
-from tests.servers import create_postgres_database, drop_postgres_database, run_smsgw, services_required
+from tests.servers import drop_postgres_database, postgres_database_or_skip, run_smsgw
 
 
 def migrate(url: str, revision: str, *, down: bool = False) -> None:
@@ -130,12 +130,7 @@ def test_sqlite_keeps_the_previous_token_when_migrating(tmp_path):
 
 
 def test_postgresql_keeps_every_gateway_and_its_previous_token_when_migrating():
-    try:
-        url = create_postgres_database()
-    except Exception as exc:
-        if services_required():
-            pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    url = postgres_database_or_skip()
     try:
         migrate(url, "0003")
         asyncio.run(_postgres(url, old_gateway(3, False, "true", "false"), old_gateway(7, True, "true", "false")))
@@ -216,12 +211,7 @@ def test_sqlite_downgrade_below_0004_refuses_while_a_password_is_sealed_or_long(
 
 
 def test_postgresql_downgrade_below_0004_refuses_while_a_password_is_sealed_or_long():
-    try:
-        url = create_postgres_database()
-    except Exception as exc:
-        if services_required():
-            pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    url = postgres_database_or_skip()
     try:
         def run(statement: str) -> list:
             return [tuple(r) for r in asyncio.run(_postgres(url, statement))]

@@ -12,11 +12,9 @@ from alembic import command
 
 from api.migrate import alembic_config
 from tests.servers import (
-    POSTGRES_ADMIN_URL,
-    create_postgres_database,
     drop_postgres_database,
+    postgres_database_or_skip,
     run_smsgw,
-    services_required,
     start_api,
 )
 
@@ -27,12 +25,7 @@ INSERT = ("INSERT INTO api_keys (name, key_hash, key_prefix, created_at)"
 
 
 def postgres_url() -> str:
-    try:
-        return create_postgres_database()
-    except Exception as exc:
-        if services_required():
-            pytest.fail(f"PostgreSQL is required (SMSGW_REQUIRE_SERVICES=1) but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
+    return postgres_database_or_skip()
 
 
 async def on_postgres(url: str, statement: str) -> None:
