@@ -202,12 +202,17 @@ async def show_gateway(request: Request) -> JSONResponse:
 PASSWORD_BOUND = ("server_host", "server_port", "use_ssl", "api_path", "provider_type")
 
 
-def password_rule(current: Mapping[str, Any], values: Mapping[str, Any]) -> None:
-    """422 when ``values`` change a PASSWORD_BOUND field and do not give ``password``.
+def changed_fields(current: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
+    """The fields ``values`` change, sorted. Giving a field its present value is no change
+    (a client may PUT back what it read); a secret given is always a change (the stored
+    one is sealed, or never shown, so it cannot be compared)."""
+    return sorted(name for name in values
+                  if name in ("password", "callback_token") or values[name] != current[name])
 
-    Giving a field its present value is no change (a client may PUT back what it read).
-    """
-    changed = [name for name in PASSWORD_BOUND if name in values and values[name] != current[name]]
+
+def password_rule(current: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """422 when ``values`` change a PASSWORD_BOUND field and do not give ``password``."""
+    changed = changed_fields(current, {name: values[name] for name in PASSWORD_BOUND if name in values})
     if changed and "password" not in values:
         raise ValidationFailed({"password": [
             f"The password field is required to change {', '.join(changed)}: the stored password "
@@ -234,8 +239,7 @@ async def update_gateway(request: Request) -> JSONResponse:
         )
         if updated is None:
             raise gateway_not_found()
-        changed = sorted(name for name in values if name in ("password", "callback_token")
-                         or values[name] != current[name])
+        changed = changed_fields(current, values)
         if changed:  # names only: never a value (a password, a token)
             await audit.record_request(request, audit.GATEWAY_CHANGED, target_type="sms_gateway",
                                        target_id=gateway_id, details={"fields": changed})
