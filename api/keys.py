@@ -91,18 +91,17 @@ async def store_key(database: Database, dialect: str, actor: audit.Actor, name: 
     The key and its audit row are written in one transaction.
     """
     key = auth.new_key()
+    # what the key may do, as stored and as the audit row records it
+    limits = {"scopes": scopes.ordered(chosen), "gateway_ids": _listed(gateway_ids),
+              "allowed_countries": _listed(allowed_countries)}
     async with db.write_transaction(database, dialect) as connection:
         key_id = await connection.fetch_val(
             api_keys.insert().values(
-                name=name, key_hash=auth.hash_key(key), key_prefix=key[:12], created_at=clock.now_iso(),
-                scopes=scopes.ordered(chosen), gateway_ids=_listed(gateway_ids),
-                allowed_countries=_listed(allowed_countries),
+                name=name, key_hash=auth.hash_key(key), key_prefix=key[:12], created_at=clock.now_iso(), **limits,
             ).returning(api_keys.c.id)
         )
         await audit.append(connection, dialect, actor, audit.KEY_CREATED, target_type="api_key", target_id=key_id,
-                           details={"name": name, "scopes": scopes.ordered(chosen),
-                                    "gateway_ids": _listed(gateway_ids),
-                                    "allowed_countries": _listed(allowed_countries)})
+                           details={"name": name, **limits})
     return key_id, key
 
 
