@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 
 from api import audit, auth, callback_tokens, clock, db, passwords, scopes, secrets
 from api.bodies import read_body
-from api.dispatch import FORMATS
+from api.providers import PROVIDERS
 from api.responses import ApiError, ok
 from api.tables import gateways, messages, unmatched_receipts
 from api.validation import Field, ValidationFailed, validate
@@ -42,7 +42,7 @@ def check_host(value: str) -> str | None:
 
 SCHEMA: dict[str, Field] = {
     "name": Field("string", required=True, max_length=255),
-    "provider_type": Field("string", choices=tuple(FORMATS)),
+    "provider_type": Field("string", choices=tuple(PROVIDERS)),
     "server_host": Field("string", required=True, max_length=255, check=check_host),
     "server_port": Field("integer", min_value=1, max_value=65535),
     "api_path": Field(
@@ -139,7 +139,7 @@ def like_escape(text: str) -> str:
 
 def default_port(values: Mapping[str, Any]) -> int:
     """Where a gateway of this type listens by default: Jasmin's ports, else HTTP's."""
-    port = FORMATS[values["provider_type"]].default_port
+    port = PROVIDERS[values["provider_type"]].default_port
     return port if port is not None else (443 if values.get("use_ssl") else 80)
 
 
@@ -172,7 +172,7 @@ async def insert_gateway(database, values: Mapping[str, Any], keyring: secrets.K
     """Store a gateway from validated ``values``, filling in the defaults, its password
     sealed under ``keyring`` (SMSGW_SECRET_KEY) when one is set; return it."""
     values = passwords.sealed_values(keyring, {**DEFAULTS, **values})
-    values.setdefault("api_path", FORMATS[values["provider_type"]].default_path)
+    values.setdefault("api_path", PROVIDERS[values["provider_type"]].default_path)
     values.setdefault("server_port", default_port(values))
     values.setdefault("callback_token", callback_tokens.generate())
     stamp = clock.now_iso()
