@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from api import dispatch
+from api.providers.base import Submission, gateway_url
 
 
 def raw_json(client, path: str, text: str, method: str = "POST"):
@@ -65,14 +66,14 @@ def test_real_hosts_are_accepted(client, host):
 
 def test_an_ipv6_gateway_is_called_correctly():
     gateway = {"server_host": "::1", "server_port": 9, "api_path": "send", "use_ssl": False}
-    assert dispatch.gateway_url(gateway) == "http://[::1]:9/send"
+    assert gateway_url(gateway) == "http://[::1]:9/send"
 
 
 def test_a_gateway_that_cannot_be_called_still_ends_failed():
     # Whatever goes wrong inside the call, send() answers with an outcome and never raises.
     gateway = {"id": 1, "provider_type": "jasmin", "server_host": ":::::", "server_port": 1,
                "api_path": "send", "use_ssl": False, "username": None}
-    sub = dispatch.Submission("1", "s", "t", "http://x/dlr")
+    sub = Submission("1", "s", "t", "http://x/dlr")
 
     async def run():
         async with httpx.AsyncClient() as http:

@@ -1,0 +1,63 @@
+"""The generic JSON provider from a table: sample replies in, outcomes out; the request as built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from api.providers import http_json
+from api.providers.base import Submission, WireRequest
+
+TESTDATA = Path(__file__).parent / "http_json" / "testdata"
+GATEWAY = {"server_host": "gw.local", "server_port": 80, "api_path": "http/send",
+           "use_ssl": False, "username": "foo", "password": "bar"}
+SUB = Submission(to="+14155550123", sender="ACME", text="Привет", dlr_url="https://x/dlr?token=t")
+
+
+def sample(name: str) -> bytes:
+    return (TESTDATA / name).read_bytes()
+
+
+def failed(status: int, detail: str, code: str = "gateway_error") -> dict:
+    return {"ok": False, "external_id": None, "failure_code": code,
+            "failure_reason": f"gateway answered HTTP {status}: {detail}"}
+
+
+UNREADABLE = {"ok": False, "external_id": None, "failure_code": "unreadable_reply"}
+
+# (HTTP status, the reply: a sample's file name or bytes, what the outcome must say)
+REPLIES = [
+    (201, "send-201.json", {"ok": True, "external_id": "df7a5700-462c-4282-b2c9-c332d24e43d6",
+                            "remote_response": {"message_id": "df7a5700-462c-4282-b2c9-c332d24e43d6",
+                                                "status": "accepted"}}),
+    (401, "send-401.json", failed(401, "unauthorized")),
+    (422, "send-422.json", failed(422, "to, from and content are required strings")),
+    (422, b'{"error": "invalid number"}', failed(422, "invalid number")),
+    (429, b'{"message": "slow down"}', failed(429, "slow down", "throttled")),
+    (500, b"<html>oops</html>", {"ok": False, "failure_code": "gateway_error",
+                                 "failure_reason": "gateway answered HTTP 500",
+                                 "remote_response": {"http_status": 500, "body": "<html>oops</html>"}}),
+    # the id: message_id, else id, else messageId; at the top level, else inside data
+    (201, b'{"message_id": "m", "id": "i", "messageId": "c"}', {"ok": True, "external_id": "m"}),
+    (201, b'{"id": "i", "messageId": "c"}', {"ok": True, "external_id": "i"}),
+    (200, b'{"messageId": 12}', {"ok": True, "external_id": "12"}),
+    (200, b'{"data": {"message_id": "nested"}}', {"ok": True, "external_id": "nested"}),
+    (200, b'{"id": ""}', UNREADABLE),
+    (200, b'{"id": true}', UNREADABLE),
+    (200, b'{"ok": 1}', UNREADABLE),
+    (200, b'{"id": null}', UNREADABLE),
+    (200, b"accepted", UNREADABLE),
+]
+
+
+@pytest.mark.parametrize("status, reply, expected", REPLIES)
+def test_replies(status, reply, expected):
+    outcome = http_json.read(status, sample(reply) if isinstance(reply, str) else reply)
+    assert {key: getattr(outcome, key) for key in expected} == expected
+
+
+def test_request_is_json_with_basic_auth_and_the_text_as_it_is():
+    assert http_json.build(GATEWAY, SUB) == WireRequest(
+        "POST", "http://gw.local:80/http/send", auth=("foo", "bar"),
+        json={"to": "+14155550123", "from": "ACME", "content": "Привет", "dlr-url": "https://x/dlr?token=t"})
