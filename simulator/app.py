@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from api.callback_tokens import redact_url
+from api.providers import jasmin
 from simulator import wire
 
 log = logging.getLogger("smsgw.simulator")
@@ -67,8 +68,8 @@ class Knobs:
             if key not in known:
                 return f"unknown knob {key!r}"
         candidate = Knobs(**{**asdict(self), **changes})
-        if candidate.final_status not in wire.FINAL_STATUSES:
-            return f"final_status must be one of {', '.join(wire.FINAL_STATUSES)}"
+        if candidate.final_status not in jasmin.FINAL_STATUSES:
+            return f"final_status must be one of {', '.join(jasmin.FINAL_STATUSES)}"
         if candidate.error is not None and not (
             isinstance(candidate.error, dict) and isinstance(candidate.error.get("status"), int)
             and isinstance(candidate.error.get("text"), str)
@@ -133,8 +134,11 @@ def create_app(credentials: Credentials, knobs: Knobs | None = None) -> Starlett
         for index, level in enumerate(levels):
             if level == 2 or (knobs.out_of_order and index == 0):
                 await asyncio.sleep(knobs.delay)
-            body = wire.receipt(level, message_id, knobs.final_status, text, smsc_id,
-                                submitted, datetime.now(timezone.utc))
+            if level == 1:
+                body = jasmin.level1_receipt(message_id, "smsc-sim")
+            else:
+                body = jasmin.level2_receipt(message_id, knobs.final_status, smsc_id, text,
+                                             submitted, datetime.now(timezone.utc))
             for _ in range(1 + knobs.duplicates):
                 await throw(str(fields["dlr-url"]), str(fields.get("dlr-method", "POST")).upper(), body)
 
@@ -152,16 +156,15 @@ def create_app(credentials: Credentials, knobs: Knobs | None = None) -> Starlett
                                "attempt": 1, "answer": answer, "acked": acked})
 
     async def throw(url: str, method: str, body: dict) -> None:
-        headers = {"Accept": "text/plain", "User-Agent": wire.USER_AGENT}
         for attempt in range(1 + knobs.max_retries):
             answer = None
             try:
                 if method == "GET":
-                    response = await state["http"].get(url, params=body, headers=headers)
+                    response = await state["http"].get(url, params=body, headers=jasmin.THROWER_HEADERS)
                 else:
-                    response = await state["http"].post(url, data=body, headers=headers)
+                    response = await state["http"].post(url, data=body, headers=jasmin.THROWER_HEADERS)
                 answer = f"{response.status_code} {response.text.strip()[:80]}"
-                acked = response.status_code < 400 and response.text.strip() == wire.ACK
+                acked = response.status_code < 400 and response.text.strip() == jasmin.ACK
             except httpx.HTTPError as exc:
                 answer, acked = type(exc).__name__, False
             thrown.appendleft({"id": body["id"], "level": body["level"], "message_status": body["message_status"],

@@ -1,29 +1,23 @@
-"""Jasmin's wire formats as the simulator speaks them: pure functions, no I/O.
+"""How the simulator checks and reads a send as Jasmin does: pure functions, no I/O.
 
 Facts from ``../shared/reference/jasmin.md`` (Jasmin 0.11): the send APIs'
-argument checks and replies, and the receipts its DLR thrower posts.
+argument checks. What Jasmin's send APIs take and its thrower posts is written
+once, in ``api.providers.jasmin``, for smsgw and the simulator alike.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 
-# The keys Jasmin's send API knows (the REST API turns underscores into dashes).
-KNOWN_KEYS = {
-    "username", "password", "to", "from", "coding", "content", "hex-content", "priority", "sdt",
-    "validity-period", "dlr", "dlr-url", "dlr-level", "dlr-method", "tags", "custom_tlvs",
-}
+from api.providers import jasmin
+
 PHONE = re.compile(r"^\+?\d+$")
 CODINGS = {str(n) for n in (*range(0, 11), 13, 14)}
-FINAL_STATUSES = ("DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD")
-USER_AGENT = "Jasmin gateway/1.0 DLRThrower"
-ACK = "ACK/Jasmin"
 
 
 def check_send(fields: dict, rest: bool) -> str | None:
     """Jasmin's argument validation, as the text of ``Error "..."``; None when valid."""
-    allowed = KNOWN_KEYS - ({"username", "password"} if rest else set())
+    allowed = jasmin.SEND_KEYS - ({"username", "password"} if rest else set())
     for key in fields:
         if key not in allowed:
             return f"Argument [{key}] is unknown."
@@ -69,21 +63,3 @@ def wants_receipts(fields: dict) -> bool:
 def levels(fields: dict) -> list[int]:
     level = int(fields.get("dlr-level", 1))
     return {1: [1], 2: [2], 3: [1, 2]}[level]
-
-
-def stamp(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%y%m%d%H%M")
-
-
-def receipt(level: int, message_id: str, final_status: str, text: str, smsc_id: str,
-            submitted: datetime, done: datetime) -> dict[str, str]:
-    """The fields Jasmin's thrower sends for one receipt, in its order."""
-    if level == 1:
-        return {"id": message_id, "level": "1", "message_status": "ESME_ROK", "connector": "smsc-sim"}
-    delivered = final_status == "DELIVRD"
-    return {
-        "id": message_id, "level": "2", "message_status": final_status, "connector": smsc_id.lower(),
-        "id_smsc": smsc_id, "sub": "001", "dlvrd": "001" if delivered else "000",
-        "subdate": stamp(submitted), "donedate": stamp(done), "err": "000" if delivered else "001",
-        "text": text[:20],
-    }
