@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api import clock  # noqa: E402
+from api.providers import jasmin  # noqa: E402
 from tests.nginx import start_nginx  # noqa: E402
 from tests.servers import SMSGW, free_port, healthy, run_smsgw, start, wait_until  # noqa: E402
 
@@ -40,6 +42,15 @@ WRK = shutil.which("wrk")
 
 
 # --- load ------------------------------------------------------------------------------
+
+
+def jasmin_receipt_env() -> dict[str, str]:
+    """What dlr.lua posts: a level-2 receipt as Jasmin's thrower sends it (its fields
+    after ``id``, which the script picks per request) and the thrower's User-Agent."""
+    moment = clock.now()
+    fields = jasmin.level2_receipt("", "DELIVRD", "A0000002", "hello", moment, moment)
+    del fields["id"]
+    return {"BENCH_BODY": urlencode(fields), "BENCH_USER_AGENT": jasmin.THROWER_USER_AGENT}
 
 
 def wrk(url: str, script: str, seconds: int, env: dict[str, str], delay_ms: float = 0) -> dict:
@@ -273,7 +284,7 @@ def main() -> int:
                                  "python": platform.python_version()},
                      "settings": {"seconds": SECONDS, "connections": CONNECTIONS}, "rows": [], "memory": []}
     rows = results["rows"]
-    dlr_env = {"BENCH_MESSAGES": "100000", "BENCH_PATH": "/webhooks/jasmin/1/dlr"}
+    dlr_env = {"BENCH_MESSAGES": "100000", "BENCH_PATH": "/webhooks/jasmin/1/dlr", **jasmin_receipt_env()}
     guarded = {**dlr_env, "BENCH_PATH": f"/webhooks/jasmin/1/dlr?token={TOKEN}"}
     try:
         print(f"smsgw bench: {os.cpu_count()} cores, wrk 1 thread, {CONNECTIONS} connections, {SECONDS} s a row")
