@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
 
 from api.dlr import parse_receipt
-
-JASMIN_SAMPLES = Path(__file__).parent / "providers" / "jasmin" / "testdata"
+from tests.providers.table import sample
 
 
 def form(name: str) -> dict[str, str]:
-    return dict(parse_qsl((JASMIN_SAMPLES / name).read_text()))
+    return dict(parse_qsl(sample("jasmin", name).decode()))
 
 
 def test_jasmin_level1_receipt():

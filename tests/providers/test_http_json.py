@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from api.providers import http_json
 from api.providers.base import Submission, WireRequest
+from tests.providers.table import UNREADABLE, failed, reply, said
 
-TESTDATA = Path(__file__).parent / "http_json" / "testdata"
 GATEWAY = {"server_host": "gw.local", "server_port": 80, "api_path": "http/send",
            "use_ssl": False, "username": "foo", "password": "bar"}
 SUB = Submission(to="+14155550123", sender="ACME", text="Привет", dlr_url="https://x/dlr?token=t")
 
-
-def sample(name: str) -> bytes:
-    return (TESTDATA / name).read_bytes()
-
-
-def failed(status: int, detail: str, code: str = "gateway_error") -> dict:
-    return {"ok": False, "external_id": None, "failure_code": code,
-            "failure_reason": f"gateway answered HTTP {status}: {detail}"}
-
-
-UNREADABLE = {"ok": False, "external_id": None, "failure_code": "unreadable_reply"}
 
 # (HTTP status, the reply: a sample's file name or bytes, what the outcome must say)
 REPLIES = [
@@ -51,10 +39,9 @@ REPLIES = [
 ]
 
 
-@pytest.mark.parametrize("status, reply, expected", REPLIES)
-def test_replies(status, reply, expected):
-    outcome = http_json.read(status, sample(reply) if isinstance(reply, str) else reply)
-    assert {key: getattr(outcome, key) for key in expected} == expected
+@pytest.mark.parametrize("status, given, expected", REPLIES)
+def test_replies(status, given, expected):
+    assert said(http_json.read(status, reply("http_json", given)), expected) == expected
 
 
 def test_request_is_json_with_basic_auth_and_the_text_as_it_is():
