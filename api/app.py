@@ -17,8 +17,7 @@ from api import audit, db, dlr, events, gateways, housekeeping, keys, messages, 
 from api.accesslog import AccessLog
 from api.auth import require_api_key as private
 from api.config import Settings
-from api.sqlite_writer import SqliteReceiptBatches
-from api.writer import GroupCommitWriter
+from api.pipeline import Pipeline, open_batches
 from api.responses import EXCEPTION_HANDLERS
 
 log = logging.getLogger("smsgw.api")
@@ -86,22 +85,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             headers={"User-Agent": "smsgw/0.1"},
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
-        sqlite_path = db.sqlite_file(settings.database_url)
-        fast = SqliteReceiptBatches(sqlite_path, settings.unmatched_ttl, db.sqlite_synchronous()) \
-            if sqlite_path else None
-        app.state.writer = GroupCommitWriter(
-            app.state.database, app.state.dialect, dlr.applier(app.state.dialect, settings.unmatched_ttl),
-            commit_batch=fast.commit if fast else None)
-        app.state.writer.start()
+        storage = open_batches(settings.database_url, settings.unmatched_ttl)
+        app.state.pipeline = Pipeline(storage.commit)
+        app.state.pipeline.start()
         chores = asyncio.get_running_loop().create_task(
-            housekeeping.loop(app.state.database, app.state.dialect, settings))
+            housekeeping.loop(app.state.database, app.state.pipeline, settings))
         try:
             yield
         finally:
             await housekeeping.stop(chores)
-            await app.state.writer.stop()
-            if fast:
-                fast.close()
+            await app.state.pipeline.stop()
+            await storage.close()
             await app.state.http.aclose()
             await app.state.database.disconnect()
 

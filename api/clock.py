@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
@@ -11,7 +13,7 @@ def now() -> datetime:
 
 def iso(moment: datetime) -> str:
     """Fixed width (microseconds always present) so stored text sorts in time order."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(timezone.utc).strftime(FORMAT)
 
 
 def now_iso() -> str:
@@ -20,3 +22,13 @@ def now_iso() -> str:
 
 def iso_after(seconds: float) -> str:
     return iso(now() + timedelta(seconds=seconds))
+
+
+
+def parse(stamp: str) -> datetime:
+    return datetime.strptime(stamp, FORMAT).replace(tzinfo=timezone.utc)
+
+
+def after(stamp: str, seconds: float) -> str:
+    """``stamp`` plus ``seconds``: for pure code, which is given the time instead of reading it."""
+    return iso(parse(stamp) + timedelta(seconds=seconds))

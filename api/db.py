@@ -161,15 +161,70 @@ async def _write_connection(database: Database, dialect: str):
 
 
 async def lock_key(connection, dialect: str, *parts: Any) -> None:
-    """Serialise transactions about the same thing (e.g. one gateway's external id)
-    until commit, even when no row exists yet to lock. SQLite's write lock already
+    """Serialise transactions about the same thing (e.g. the audit chain) until
+    commit, even when no row exists yet to lock. SQLite's write lock already
     serialises every writer."""
     if dialect != "postgresql":
         return
+    await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id(parts))))
+
+
+def _lock_id(parts: tuple) -> int:
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    await connection.execute(
-        sa.select(sa.func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True)))
-    )
+    return int.from_bytes(digest, "big", signed=True)
+
+
+LOCK_KEYS = sa.text(
+    "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
+)
+
+
+def lock_keys(keys) -> sa.TextClause:
+    """PostgreSQL: one statement that takes the locks of ``lock_key`` for every key
+    (each a tuple), in ascending order of lock id: two transactions that lock
+    overlapping sets this way wait for each other instead of deadlocking."""
+    return LOCK_KEYS.bindparams(keys=sorted({_lock_id(tuple(key)) for key in keys}))
+
+
+def is_retryable_conflict(exc: BaseException) -> bool:
+    """A PostgreSQL deadlock (40P01) or serialization failure (40001): the
+    transaction was rolled back and may simply run again."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "sqlstate", None) in ("40P01", "40001") or \
+                getattr(exc, "pgcode", None) in ("40P01", "40001"):
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__
+    return False
+
+
+def sqlite_sync_engine(url: str) -> sa.Engine:
+    """A plain (thread-bound) SQLAlchemy engine on a SQLite file, for the
+    pipeline's own thread: its transactions begin ``BEGIN IMMEDIATE`` (the write
+    lock first, so what they read cannot change before they write), with
+    ``synchronous`` as ``sqlite_synchronous`` says."""
+    path = sqlite_file(url)
+    if path is None:
+        raise ValueError("SMSGW_DATABASE_URL must name a SQLite file (an in-memory database is not shared)")
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+    _begin_sqlite_with(engine, "BEGIN IMMEDIATE", f"PRAGMA synchronous={sqlite_synchronous()}")
+    return engine
+
+
+def _begin_sqlite_with(engine: sa.Engine, begin: str, *pragmas: str) -> None:
+    """Let the sqlite3 driver start no transaction itself and emit ``begin`` when the
+    engine begins one (SQLAlchemy's documented recipe): DDL and reads then belong to it."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        for pragma in pragmas:
+            dbapi_connection.execute(pragma)
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql(begin)
 
 
 def as_dict(row: Any) -> dict[str, Any]:
@@ -211,10 +266,4 @@ def transactional_sqlite_ddl(engine) -> None:
     remedy: let the driver start nothing itself, and emit BEGIN when the engine
     begins. ``engine`` is an async engine (the migrations run through one)."""
 
-    @sa.event.listens_for(engine.sync_engine, "connect")
-    def _no_implicit_transactions(dbapi_connection, _record) -> None:
-        dbapi_connection.isolation_level = None
-
-    @sa.event.listens_for(engine.sync_engine, "begin")
-    def _begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+    _begin_sqlite_with(engine.sync_engine, "BEGIN")

@@ -12,25 +12,10 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import auth, clock, pages, scopes
+from api import auth, pages, scopes
 from api.gateways import path_id
 from api.responses import ApiError, ok
 from api.tables import events, messages
-
-RECEIPT, STATE = "receipt", "state"
-
-
-async def record(connection, message_id: int, kind: str, *, changed: bool, reason: str,
-                 raw_status: str | None = None, state_before: str | None = None,
-                 state_after: str | None = None, payload: dict | None = None,
-                 source_address: str | None = None, received_at: str | None = None) -> None:
-    stamp = clock.now_iso()
-    await connection.execute(events.insert().values(
-        message_id=message_id, kind=kind, raw_status=raw_status, state_before=state_before,
-        state_after=state_after, changed=changed, reason=reason, payload=payload,
-        source_address=source_address, received_at=received_at or stamp, created_at=stamp,
-    ))
-
 
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
     return {

@@ -7,6 +7,10 @@
   sent it, and a resend could deliver the SMS twice.
 - Receipts that waited for their message longer than ``SMSGW_UNMATCHED_TTL``
   are marked expired (never deleted).
+
+Both are found with a plain read and then submitted to the state-change
+pipeline, which decides again under its locks (``api.changes``): a message
+whose answer is recorded meanwhile is left alone.
 """
 
 from __future__ import annotations
@@ -14,41 +18,50 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from api import clock, db, events, states, unmatched
-from api.tables import messages
+import sqlalchemy as sa
+
+from api import changes, clock, states
+from api.tables import messages, unmatched_receipts
 
 log = logging.getLogger("smsgw.housekeeping")
 
-async def interrupt_stale_queued(database, dialect: str, older_than: float) -> int:
-    cutoff = clock.iso_after(-older_than)
-    stamp = clock.now_iso()
-    reason = "interrupted: the process stopped before the gateway's answer was recorded; not resent"
-    async with db.write_transaction(database, dialect) as connection:
-        rows = await connection.fetch_all(
-            messages.update()
-            .where(messages.c.state == states.QUEUED, messages.c.created_at < cutoff)
-            .values(state=states.FAILED, delivery_status=states.FAILED, failure_code="interrupted",
-                    failure_reason=reason, failed_at=stamp, updated_at=stamp)
-            .returning(messages.c.id)
-        )
-        for row in rows:
-            await events.record(connection, row[0], events.STATE, changed=True, state_before=states.QUEUED,
-                                state_after=states.FAILED, reason=reason)
-    return len(rows)
+CHUNK = 1000  # rows found per read; the next round finds the rest
 
 
-async def run_once(database, dialect: str, settings) -> None:
-    interrupted = await interrupt_stale_queued(database, dialect, settings.gateway_timeout + settings.queued_grace)
-    expired = await unmatched.expire(database)
+async def interrupt_stale_queued(database, pipeline, older_than: float) -> int:
+    rows = await database.fetch_all(
+        sa.select(messages.c.id)
+        .where(messages.c.state == states.QUEUED, messages.c.created_at < clock.iso_after(-older_than))
+        .order_by(messages.c.id).limit(CHUNK))
+    return await _submit(pipeline, [changes.Interruption(row[0]) for row in rows], changes.INTERRUPTED)
+
+
+async def expire_parked(database, pipeline) -> int:
+    rows = await database.fetch_all(
+        sa.select(unmatched_receipts.c.id)
+        .where(unmatched_receipts.c.status == changes.PENDING, unmatched_receipts.c.expires_at <= clock.now_iso())
+        .order_by(unmatched_receipts.c.id).limit(CHUNK))
+    return await _submit(pipeline, [changes.ParkedExpiry(row[0]) for row in rows], changes.EXPIRED)
+
+
+async def _submit(pipeline, found: list[changes.Change], outcome: str) -> int:
+    """Submit together (one batch, when nothing else waits); how many had ``outcome``."""
+    outcomes = await asyncio.gather(*(pipeline.submit(change) for change in found))
+    return sum(1 for o in outcomes if o == outcome)
+
+
+async def run_once(database, pipeline, settings) -> None:
+    interrupted = await interrupt_stale_queued(database, pipeline, settings.gateway_timeout + settings.queued_grace)
+    expired = await expire_parked(database, pipeline)
     if interrupted or expired:
         log.info("housekeeping: %d queued messages marked interrupted, %d unmatched receipts expired",
                  interrupted, expired)
 
 
-async def loop(database, dialect: str, settings) -> None:
+async def loop(database, pipeline, settings) -> None:
     while True:
         try:
-            await run_once(database, dialect, settings)
+            await run_once(database, pipeline, settings)
         except Exception as exc:  # the database may be away for a while: try again next time
             log.warning("housekeeping failed (%s); will retry", type(exc).__name__)
         await asyncio.sleep(settings.housekeeping_interval)
@@ -60,4 +73,3 @@ async def stop(task: asyncio.Task) -> None:
         await task
     except (asyncio.CancelledError, Exception):
         pass
-

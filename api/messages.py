@@ -17,13 +17,12 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import (audit, auth, callback_tokens, clock, db, dispatch, encoding, events, pages, phone, scopes, states,
-                 unmatched)
+from api import audit, auth, callback_tokens, changes, clock, db, dispatch, encoding, pages, phone, scopes, states
 from api.bodies import read_body
 from api.gateways import SENDER, fetch_gateway, gateway_not_found, get_or_404, path_id
 from api.providers.base import SECRET_UNAVAILABLE, Outcome, Submission
 from api.responses import ApiError, ok
-from api.tables import gateways, messages
+from api.tables import events, gateways, messages
 from api.validation import Field, ValidationFailed, validate
 
 MAX_MESSAGE_CHARS = 1600  # ten concatenated UCS-2 segments and then some
@@ -139,7 +138,7 @@ async def send_message(request: Request) -> JSONResponse:
         state.settings.gateway_timeout,
         state.settings.keyring,
     )
-    await record_outcome(database, state.dialect, message_id, gateway_id, outcome)
+    await record_outcome(state.pipeline, message_id, gateway_id, outcome)
     message = public(await fetch_message(database, message_id))
     if outcome.ok:
         return ok("SMS submitted successfully.", message, status=201)
@@ -167,7 +166,6 @@ def inactive() -> ApiError:
 # --- idempotency: a retried send never sends twice ----------------------------------
 
 IDEMPOTENCY_WINDOW = 24 * 3600
-MAX_EXTERNAL_ID = 255  # sms_messages.external_message_id
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 
@@ -225,9 +223,7 @@ async def insert_queued(database, dialect: str, gateway_id: int, fields: dict[st
     An Idempotency-Key already taken raises the unique violation; a key older
     than the window is released first, in the same transaction.
     """
-    stamp = clock.now_iso()
-    row = {"sms_gateway_id": gateway_id, **fields, "delivery_status": states.QUEUED, "state": states.QUEUED,
-           "status_conflict": False, "created_at": stamp, "updated_at": stamp}
+    row, event = changes.new_message({"sms_gateway_id": gateway_id, **fields}, clock.now_iso())
     source = sa.select(*(sa.literal(value, messages.c[name].type).label(name) for name, value in row.items()))
     source = source.where(sa.exists().where(gateways.c.id == gateway_id, gateways.c.is_active.is_(True)))
     async with db.write_transaction(database, dialect) as connection:
@@ -241,71 +237,17 @@ async def insert_queued(database, dialect: str, gateway_id: int, fields: dict[st
             messages.insert().from_select(list(row), source).returning(messages.c.id)
         )
         if message_id is not None:
-            await events.record(connection, message_id, events.STATE, changed=True, state_after=states.QUEUED,
-                                reason="stored before the gateway is contacted")
+            await connection.execute(events.insert().values(**{**event, "message_id": message_id}))
     return message_id
 
 
-async def record_outcome(database, dialect: str, message_id: int, gateway_id: int,
-                         outcome: Outcome) -> None:
-    """The gateway's answer: ``submitted`` (then any receipts that arrived first are
-    applied) or ``failed``. Under the (gateway, external id) lock, so a receipt for
-    this id either finds the message or is found by it."""
-    stamp = clock.now_iso()
-    where = messages.c.id == message_id
-    async with db.write_transaction(database, dialect) as connection:
-        if outcome.ok and len(outcome.external_id) <= MAX_EXTERNAL_ID:
-            await db.lock_key(connection, dialect, gateway_id, outcome.external_id)
-        current = db.as_dict(await connection.fetch_one(sa.select(messages).where(where).with_for_update()))
-        external_id, id_problem = outcome.external_id, None
-        if outcome.ok and len(external_id) > MAX_EXTERNAL_ID:
-            external_id, id_problem = None, (
-                f"gateway returned an id of {len(outcome.external_id)} characters (at most {MAX_EXTERNAL_ID} are "
-                "kept); receipts cannot be matched to this message")
-        elif outcome.ok:
-            holder = await connection.fetch_val(sa.select(messages.c.id).where(
-                messages.c.sms_gateway_id == gateway_id, messages.c.external_message_id == external_id,
-                messages.c.id != message_id))
-            if holder is not None:
-                # The gateway reused an id another message of this gateway holds. The SMS
-                # went out, so the message is submitted; receipts for that id match the
-                # earlier message, and this one says why it will never get one.
-                external_id, id_problem = None, (
-                    f"gateway returned id {outcome.external_id!r}, already held by message {holder}; "
-                    "receipts cannot be matched to this message")
-        if current["state"] != states.QUEUED:
-            # e.g. marked interrupted meanwhile: the state stays, but an accepted send
-            # keeps its external id, so its receipts still find it (and, if it was
-            # delivered after all, "delivered wins" says so, flagged).
-            if outcome.ok and external_id is not None:
-                await connection.execute(messages.update().where(where).values(
-                    external_message_id=external_id, submitted_at=stamp, updated_at=stamp))
-            await events.record(connection, message_id, events.STATE, changed=False, state_before=current["state"],
-                                state_after=current["state"], payload=outcome.remote_response,
-                                reason="the gateway's answer came after the message had left queued")
-            if outcome.ok and external_id is not None:
-                await unmatched.apply_pending(connection, dialect, {**current, "external_message_id": external_id})
-            return
-        if not outcome.ok:
-            await connection.execute(messages.update().where(where).values(
-                state=states.FAILED, delivery_status=states.FAILED, failure_reason=outcome.failure_reason,
-                failure_code=outcome.failure_code, remote_response=outcome.remote_response,
-                failed_at=stamp, updated_at=stamp,
-            ))
-            await events.record(connection, message_id, events.STATE, changed=True, state_before=states.QUEUED,
-                                state_after=states.FAILED, reason=outcome.failure_reason or "failed",
-                                payload=outcome.remote_response)
-            return
-        submitted = dict(state=states.SUBMITTED, delivery_status=states.SUBMITTED, external_message_id=external_id,
-                         remote_response=outcome.remote_response, submitted_at=stamp, updated_at=stamp)
-        if id_problem:
-            submitted["failure_reason"] = id_problem
-        await connection.execute(messages.update().where(where).values(**submitted))
-        await events.record(connection, message_id, events.STATE, changed=True, state_before=states.QUEUED,
-                            state_after=states.SUBMITTED, payload=outcome.remote_response,
-                            reason=f"the gateway accepted it as {outcome.external_id[:300]!r}")
-        if external_id is not None:
-            await unmatched.apply_pending(connection, dialect, {**current, **submitted})
+async def record_outcome(pipeline, message_id: int, gateway_id: int, outcome: Outcome) -> str:
+    """The gateway's answer, through the state-change pipeline: ``submitted`` (then any
+    receipts that arrived first are applied) or ``failed`` (see ``api.changes``)."""
+    return await pipeline.submit(changes.SendOutcome(
+        message_id=message_id, gateway_id=gateway_id, ok=outcome.ok, external_id=outcome.external_id,
+        remote_response=outcome.remote_response, failure_reason=outcome.failure_reason,
+        failure_code=outcome.failure_code))
 
 
 async def show_message(request: Request) -> JSONResponse:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-WIRE = Path(__file__).parent / "wire" / "jasmin"
+WIRE = Path(__file__).parent / "providers" / "jasmin" / "testdata"
 ROUTES = ["/api/sms-gateways/{id}/dlr", "/webhooks/jasmin/{id}/dlr"]
 
 

@@ -1,10 +1,10 @@
-"""The group-commit writer: batches, answers after commit, isolates a failing receipt."""
+"""The pipeline's group commit: batches, answers after commit, isolates a failing change."""
 
 from __future__ import annotations
 
 import asyncio
 
-from api.writer import GroupCommitWriter
+from api.pipeline import Pipeline
 
 
 def test_waiting_receipts_share_one_commit_and_a_bad_one_fails_alone():
@@ -18,12 +18,12 @@ def test_waiting_receipts_share_one_commit_and_a_bad_one_fails_alone():
         return [f"ok:{w}" for w in works]
 
     async def run():
-        writer = GroupCommitWriter(None, "sqlite", apply=None, commit_batch=commit_batch)
+        writer = Pipeline(commit_batch)
         writer.start()
-        jobs = [asyncio.create_task(writer.submit((1, w), w)) for w in ("a", "b", "bad", "c")]
+        jobs = [asyncio.create_task(writer.submit(w)) for w in ("a", "b", "bad", "c")]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         # later receipts go on being committed after the failure
-        after = await writer.submit((1, "d"), "d")
+        after = await writer.submit("d")
         await writer.stop()
         return results, after, writer.batches
 
@@ -47,9 +47,9 @@ def test_a_receipt_is_answered_only_after_its_batch_is_committed():
             order.append("committed")
             return ["ok"] * len(works)
 
-        writer = GroupCommitWriter(None, "sqlite", apply=None, commit_batch=commit_batch)
+        writer = Pipeline(commit_batch)
         writer.start()
-        job = asyncio.create_task(writer.submit((1, "x"), "x"))
+        job = asyncio.create_task(writer.submit("x"))
         await asyncio.sleep(0.01)
         assert not job.done()  # still waiting for the commit
         gate.set()
@@ -68,14 +68,14 @@ def test_a_stopped_writer_answers_every_waiting_receipt_and_refuses_new_ones():
             await gate.wait()  # never set: the writer is stopped mid-commit
             return ["ok"] * len(works)
 
-        writer = GroupCommitWriter(None, "sqlite", apply=None, commit_batch=commit_batch)
+        writer = Pipeline(commit_batch)
         writer.start()
-        jobs = [asyncio.create_task(writer.submit((1, w), w)) for w in "abc"]
+        jobs = [asyncio.create_task(writer.submit(w)) for w in "abc"]
         await asyncio.sleep(0.01)
         await writer.stop()
         results = await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout=2)
         try:
-            await writer.submit((1, "late"), "late")
+            await writer.submit("late")
         except RuntimeError as exc:
             late = exc
         return results, late

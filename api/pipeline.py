@@ -1,0 +1,202 @@
+"""The state-change pipeline: request → plan → batch → commit → answer.
+
+Every change to a message's state (``api.changes``) is submitted here and
+waits. One task takes everything waiting (up to ``max_batch``), has it applied
+in one transaction (``api.batches``: a handful of statements, whatever the
+batch's size), and answers every caller only once that transaction has
+committed: a receipt acknowledged is a receipt stored.
+
+A commit costs far more than the statements before it (on SQLite, a WAL
+write; measured here: ~4,500 single-row commits/s against ~200,000 rows/s
+batched), so the more changes wait, the more share one commit.
+
+If a batch fails, its changes are retried one transaction each, so one bad
+change cannot fail the others; each caller gets its own outcome.
+
+Two drivers run a batch's steps, and nothing else: ``SqliteBatches`` on its
+own thread over sqlite3 (a thread hop per batch, not per statement), and
+``PostgresBatches`` over asyncpg, which retries a batch that lost a deadlock or
+a serialization conflict to another replica (locks are taken in a fixed order,
+so this is rare), so a caller never sees one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from api import batches, clock, db
+from api.changes import Change
+
+log = logging.getLogger("smsgw.pipeline")
+
+Commit = Callable[[list[Change]], Awaitable[list[str]]]  # a batch -> each change's outcome, committed
+
+
+@dataclass
+class Waiting:
+    """A change waiting for its batch's commit."""
+
+    change: Change
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Pipeline:
+    def __init__(self, commit: Commit, max_batch: int = 256):
+        self.commit = commit
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue[Waiting] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+        self.batches = 0
+        self.stopped = False
+        self._current: list[Waiting] = []
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        self.stopped = True
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        while not self.queue.empty():  # nobody waits forever on a stopped pipeline
+            waiting = self.queue.get_nowait()
+            if not waiting.done.done():
+                waiting.done.set_exception(RuntimeError("the state-change pipeline stopped"))
+
+    async def submit(self, change: Change) -> str:
+        """Queue ``change`` and wait until it is committed; return its outcome (``Plan.outcome``)."""
+        if self.stopped or self.task is None or self.task.done():
+            raise RuntimeError("the state-change pipeline is not running")
+        waiting = Waiting(change)
+        await self.queue.put(waiting)
+        return await waiting.done
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                batch = self._current = [await self.queue.get()]
+                while len(batch) < self.max_batch and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                self.batches += 1
+                try:
+                    outcomes = await self.commit([w.change for w in batch])
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("a batch of %d changes failed (%s); applying them one by one",
+                                len(batch), type(exc).__name__)
+                    await self._one_by_one(batch)
+                    continue
+                for waiting, outcome in zip(batch, outcomes):
+                    if not waiting.done.done():
+                        waiting.done.set_result(outcome)
+        finally:
+            # Stopped (or broken): nobody waits forever on a change taken off the queue.
+            for waiting in self._current:
+                if not waiting.done.done():
+                    waiting.done.set_exception(RuntimeError("the state-change pipeline stopped"))
+
+    async def _one_by_one(self, batch: list[Waiting]) -> None:
+        for waiting in batch:
+            try:
+                outcome = (await self.commit([waiting.change]))[0]
+            except Exception as exc:
+                if not waiting.done.done():
+                    waiting.done.set_exception(exc)
+            else:
+                if not waiting.done.done():
+                    waiting.done.set_result(outcome)
+
+
+# --- the drivers ---------------------------------------------------------------------
+
+
+def run_batch(connection: sa.Connection, batch: list[Change], unmatched_ttl: float) -> list[str]:
+    """Run one batch's steps (``api.batches.apply``) on ``connection``, inside its transaction.
+
+    Written once for both databases: SQLite's driver calls it on its own thread,
+    PostgreSQL's through ``AsyncConnection.run_sync`` (asyncpg underneath).
+    """
+    flow, result = batches.apply(batch, clock.now_iso(), unmatched_ttl), None
+    while True:
+        try:
+            step = flow.send(result)
+        except StopIteration as done:
+            return done.value
+        result = None
+        if isinstance(step, batches.Read):
+            result = [dict(row) for row in connection.execute(step.statement).mappings()]
+        elif isinstance(step, batches.Write):
+            connection.execute(step.statement, step.rows)
+        elif connection.dialect.name == "postgresql":
+            connection.execute(db.lock_keys(step.keys))
+        # else a Lock on SQLite: the write lock, taken at BEGIN, already covers every key
+
+
+class SqliteBatches:
+    """Batches on a SQLite file: each one whole on this driver's thread and connection.
+
+    ``BEGIN IMMEDIATE`` takes the write lock before the batch reads, so nothing
+    changes its rows between the read and the write; ``synchronous`` is as
+    ``api.db.sqlite_synchronous`` says (NORMAL: a commit is in the WAL, safe from
+    any crash of smsgw).
+    """
+
+    def __init__(self, url: str, unmatched_ttl: float):
+        self.unmatched_ttl = unmatched_ttl
+        self.engine = db.sqlite_sync_engine(url)
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smsgw-batches")
+
+    async def commit(self, batch: list[Change]) -> list[str]:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, self._commit, batch)
+
+    def _commit(self, batch: list[Change]) -> list[str]:
+        with self.engine.begin() as connection:
+            return run_batch(connection, batch, self.unmatched_ttl)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.thread, self.engine.dispose)
+        self.thread.shutdown()
+
+
+class PostgresBatches:
+    """Batches on PostgreSQL, on a connection of the driver's own; a batch that lost
+    a deadlock or a serialization conflict to another replica runs again."""
+
+    ATTEMPTS = 8
+
+    def __init__(self, url: str, unmatched_ttl: float):
+        self.unmatched_ttl = unmatched_ttl
+        self.engine = create_async_engine(db.connect_url(url), pool_size=1, max_overflow=1, pool_pre_ping=True)
+
+    async def commit(self, batch: list[Change]) -> list[str]:
+        for attempt in range(1, self.ATTEMPTS + 1):
+            try:
+                async with self.engine.begin() as connection:
+                    return await connection.run_sync(run_batch, batch, self.unmatched_ttl)
+            except sa.exc.DBAPIError as exc:
+                if not db.is_retryable_conflict(exc) or attempt == self.ATTEMPTS:
+                    raise
+                log.info("a batch of %d changes lost a lock conflict (attempt %d); retrying", len(batch), attempt)
+                await asyncio.sleep(random.uniform(0, 0.005 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def open_batches(url: str, unmatched_ttl: float) -> SqliteBatches | PostgresBatches:
+    if db.dialect_of(url) == "sqlite":
+        return SqliteBatches(url, unmatched_ttl)
+    return PostgresBatches(url, unmatched_ttl)
