@@ -5,7 +5,7 @@ databases and without I/O, the way httpx's ``Auth.auth_flow`` is: a generator
 that yields the steps it needs — ``Lock`` the batch's keys, ``Read`` the rows,
 ``Write`` many rows with one statement — and is sent each step's rows back.
 ``api.pipeline`` drives it: on SQLite in one thread over sqlite3, on PostgreSQL
-over asyncpg. Whatever the batch's size, it makes at most eight statements.
+over asyncpg. Whatever the batch's size, it makes at most ten statements.
 
 Inside the batch, changes are planned one after the other on an in-memory view
 of the rows (``View``), so two receipts for one message in one batch end
@@ -70,15 +70,14 @@ def apply(batch: Sequence[Change], now: str, unmatched_ttl: float
     if keys:
         yield Lock(tuple(sorted(keys)))
 
+    # Rows are read (and on PostgreSQL locked) in a fixed order: by key, then by id.
     found = []
-    if keys or message_ids:
-        conditions = []
-        if message_ids:
-            conditions.append(messages.c.id.in_(sorted(message_ids)))
-        if keys:
-            conditions.append(_has_key(messages, keys))
-        found = yield Read(sa.select(*MESSAGE_COLUMNS).where(sa.or_(*conditions))
-                           .order_by(messages.c.id).with_for_update())
+    if keys:
+        found += yield Read(sa.select(*MESSAGE_COLUMNS).where(_has_key(messages, keys))
+                            .order_by(messages.c.sms_gateway_id, messages.c.external_message_id).with_for_update())
+    if message_ids:
+        found += yield Read(sa.select(*MESSAGE_COLUMNS).where(messages.c.id.in_(sorted(message_ids)))
+                            .order_by(messages.c.id).with_for_update())
 
     known = set()
     if receipt_keys:
@@ -86,15 +85,15 @@ def apply(batch: Sequence[Change], now: str, unmatched_ttl: float
         known = {row["id"] for row in rows}
 
     parked = []
-    if send_keys or parked_ids:
-        conditions = []
-        if send_keys:
-            conditions.append(sa.and_(unmatched_receipts.c.status == changes.PENDING,
-                                      _has_key(unmatched_receipts, send_keys)))
-        if parked_ids:
-            conditions.append(unmatched_receipts.c.id.in_(sorted(parked_ids)))
-        parked = yield Read(sa.select(unmatched_receipts).where(sa.or_(*conditions))
-                            .order_by(unmatched_receipts.c.id).with_for_update())
+    if send_keys:
+        parked += yield Read(
+            sa.select(unmatched_receipts)
+            .where(unmatched_receipts.c.status == changes.PENDING, _has_key(unmatched_receipts, send_keys))
+            .order_by(unmatched_receipts.c.sms_gateway_id, unmatched_receipts.c.external_message_id,
+                      unmatched_receipts.c.id).with_for_update())
+    if parked_ids:
+        parked += yield Read(sa.select(unmatched_receipts).where(unmatched_receipts.c.id.in_(sorted(parked_ids)))
+                             .order_by(unmatched_receipts.c.id).with_for_update())
 
     view = View(found, known, parked)
     outcomes = [view.apply(change, now, unmatched_ttl) for change in batch]
@@ -114,6 +113,10 @@ def _has_key(table: sa.Table, keys: set[Key]) -> sa.ColumnElement[bool]:
                     for gateway_id, ids in by_gateway.items()))
 
 
+def _by_id(row: Mapping[str, Any]) -> int:
+    return row["id"]
+
+
 class View:
     """The rows a batch touches, as the batch's changes leave them, and what to write."""
 
@@ -124,7 +127,7 @@ class View:
             (m["sms_gateway_id"], m["external_message_id"]): m["id"]
             for m in self.messages.values() if m["external_message_id"] is not None}
         self.gateway_ids = set(gateway_ids)
-        self.parked: dict[int, dict[str, Any]] = {row["id"]: dict(row) for row in parked}
+        self.parked: dict[int, dict[str, Any]] = {row["id"]: dict(row) for row in sorted(parked, key=_by_id)}
         self.waiting: dict[Key, list[dict[str, Any]]] = defaultdict(list)
         for row in self.parked.values():
             if row["status"] == changes.PENDING:
@@ -168,6 +171,9 @@ class View:
 
     def _set_message(self, values: dict[str, Any]) -> None:
         message_id = values["id"]
+        before = self.messages.get(message_id)
+        if before is not None and before["external_message_id"] not in (None, values["external_message_id"]):
+            self.by_key.pop((before["sms_gateway_id"], before["external_message_id"]), None)
         if values["external_message_id"] is not None:
             self.by_key[(values["sms_gateway_id"], values["external_message_id"])] = message_id
         self.messages[message_id] = self.changed[message_id] = values

@@ -211,12 +211,15 @@ def _send_outcome(outcome: SendOutcome, facts: Facts, now: str) -> Plan:
     later = tuple(ParkedReceipt(row) for row in waiting)
     state = message["state"]
     if state != states.QUEUED:
-        # e.g. marked interrupted meanwhile: the state stays, but an accepted send keeps
-        # its external id, so its receipts still find it (and, if it was delivered after
-        # all, "delivered wins" says so, flagged).
+        # e.g. marked interrupted meanwhile: the state stays, but an accepted send gives
+        # a message without an external id its id, so its receipts still find it (and, if
+        # it was delivered after all, "delivered wins" says so, flagged). An id the
+        # message holds already is kept: receipts for it may still come.
         updated = None
-        if outcome.ok and external_id is not None:
+        if outcome.ok and external_id is not None and message["external_message_id"] is None:
             updated = {**message, "external_message_id": external_id, "submitted_at": now, "updated_at": now}
+        else:
+            later = ()
         return Plan("late", message=updated, later=later, event=_event(
             message["id"], STATE, now, changed=False, state_before=state, state_after=state,
             payload=outcome.remote_response,

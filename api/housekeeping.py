@@ -31,7 +31,9 @@ CHUNK = 1000  # rows found per read; the next round finds the rest
 async def interrupt_stale_queued(database, pipeline, older_than: float) -> int:
     rows = await database.fetch_all(
         sa.select(messages.c.id)
-        .where(messages.c.state == states.QUEUED, messages.c.created_at < clock.iso_after(-older_than))
+        # 'queued' inline, not bound: only then can SQLite use the partial index on queued messages
+        .where(messages.c.state == sa.literal(states.QUEUED, literal_execute=True),
+               messages.c.created_at < clock.iso_after(-older_than))
         .order_by(messages.c.id).limit(CHUNK))
     return await _submit(pipeline, [changes.Interruption(row[0]) for row in rows], changes.INTERRUPTED)
 
