@@ -23,8 +23,13 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
+    workers = args.workers or settings.api_workers
+    # Several workers: each process makes its own app (and pipeline) from the environment.
+    app = "api.app:create_app" if workers > 1 else create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=workers > 1,
+        workers=workers,
         host=settings.api_host,
         port=settings.api_port,
         # uvicorn's access log prints query strings, where callback tokens
@@ -233,7 +238,10 @@ def anchor(text: str) -> tuple[int, str]:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="smsgw", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
-    commands.add_parser("api", help="serve the HTTP API").set_defaults(run=cmd_api)
+    api = commands.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--workers", type=int, metavar="N",
+                     help="processes serving the API (default: SMSGW_API_WORKERS, 1)")
+    api.set_defaults(run=cmd_api)
     commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(run=cmd_migrate)
     commands.add_parser("guard", help="serve the callback-token guard in front of the API").set_defaults(run=cmd_guard)
     commands.add_parser("simulator", help="serve the Jasmin simulator").set_defaults(run=cmd_simulator)

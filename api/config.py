@@ -25,6 +25,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = 1  # processes serving the API (each with its own pipeline)
     public_url: str = "http://127.0.0.1:8080"
     admin_key: str | None = field(default=None, repr=False)  # a secret: never in a repr or a log
     gateway_timeout: float = 10.0
@@ -70,6 +71,7 @@ class Settings:
             database_url=database_url,
             api_host=host,
             api_port=port,
+            api_workers=_int(env, "SMSGW_API_WORKERS", cls.api_workers, low=1, high=64),
             public_url=public,
             admin_key=env.get("SMSGW_ADMIN_KEY") or None,
             gateway_timeout=_float(env, "SMSGW_GATEWAY_TIMEOUT", cls.gateway_timeout),

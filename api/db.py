@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -225,6 +226,33 @@ def _begin_sqlite_with(engine: sa.Engine, begin: str, *pragmas: str) -> None:
     @sa.event.listens_for(engine, "begin")
     def _begin(connection) -> None:
         connection.exec_driver_sql(begin)
+
+
+def execute_many(connection: sa.Connection, statement: sa.Insert | sa.Update, rows: list[dict[str, Any]]) -> None:
+    """``statement`` once for each of ``rows`` (all with the same keys), as one
+    ``executemany`` on the driver.
+
+    The batch hot path: SQLAlchemy compiles the statement once per dialect and
+    set of columns, and its per-row parameter processing — about 60 µs a
+    receipt here, more than the SQL — is replaced by serialising the JSON
+    columns, the only ones whose Python values the drivers do not take as they are.
+    """
+    sql, order, json_columns = _compiled_many(connection.dialect, statement, tuple(rows[0]))
+    connection.exec_driver_sql(sql, [
+        tuple(_json_text(row[name]) if name in json_columns else row[name] for name in order) for row in rows])
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_many(dialect: sa.Dialect, statement, names: tuple[str, ...]):
+    compiled = statement.compile(dialect=dialect, column_keys=list(names))
+    table = statement.table
+    json_columns = frozenset(
+        name for name in names if name in table.c and isinstance(table.c[name].type, JsonDocument))
+    return compiled.string, tuple(compiled.positiontup), json_columns
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
 def as_dict(row: Any) -> dict[str, Any]:

@@ -138,7 +138,7 @@ def run_batch(connection: sa.Connection, batch: list[Change], unmatched_ttl: flo
         if isinstance(step, batches.Read):
             result = [dict(row) for row in connection.execute(step.statement).mappings()]
         elif isinstance(step, batches.Write):
-            connection.execute(step.statement, step.rows)
+            db.execute_many(connection, step.statement, step.rows)
         elif connection.dialect.name == "postgresql":
             connection.execute(db.lock_keys(step.keys))
         # else a Lock on SQLite: the write lock, taken at BEGIN, already covers every key

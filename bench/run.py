@@ -39,6 +39,8 @@ MEMORY_CAP_S = int(os.environ.get("BENCH_MEMORY_CAP_S", "90"))
 ROWS = [r for r in os.environ.get("BENCH_ROWS", "").split(",") if r]
 TOKEN = "bench-token-" + "x" * 32
 WRK = shutil.which("wrk")
+# API worker processes (smsgw api --workers); the no-op ceiling runs with as many.
+WORKERS = int(os.environ.get("SMSGW_API_WORKERS", "1"))
 
 
 # --- load ------------------------------------------------------------------------------
@@ -164,7 +166,8 @@ class Stack:
     def noop(self):
         port = free_port()
         process = start(os.environ.copy(), [sys.executable, "-m", "uvicorn", "bench.noop:app", "--port", str(port),
-                                            "--no-access-log", "--log-level", "warning", "--no-server-header"],
+                                            "--no-access-log", "--log-level", "warning", "--no-server-header",
+                                            "--workers", str(WORKERS)],
                         self.workdir / "noop.log")
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
