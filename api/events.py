@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import auth, pages, scopes
-from api.gateways import path_id
+from api.resources import path_id
 from api.responses import ApiError, ok
 from api.tables import events, messages
 

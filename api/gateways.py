@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from api import audit, auth, callback_tokens, clock, db, passwords, scopes, secrets
 from api.bodies import read_body
 from api.providers import PROVIDERS
+from api.resources import fetch_gateway, gateway_not_found, get_or_404, messages_count, path_id
 from api.responses import ApiError, ok
 from api.tables import gateways, messages, unmatched_receipts
 from api.validation import Field, ValidationFailed, validate
@@ -71,13 +72,6 @@ READ_ONLY = frozenset({"id", "messages_count", "created_at", "updated_at", "call
                        "callback_token_previous_expiries"})
 DEFAULTS = {"provider_type": "jasmin", "is_active": True, "use_ssl": False}
 
-messages_count = (
-    sa.select(sa.func.count(messages.c.id))
-    .where(messages.c.sms_gateway_id == gateways.c.id)
-    .scalar_subquery()
-    .label("messages_count")
-)
-
 
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
     """A gateway as the API shows it: the password never, previous tokens never (only
@@ -103,33 +97,6 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
-
-
-def path_id(request: Request, not_found: str = "SMS gateway not found.") -> int:
-    """The integer id in the path; one too large for the database is simply not found."""
-    value = request.path_params["id"]
-    if value > db.MAX_ID:
-        raise ApiError(404, not_found)
-    return value
-
-
-async def fetch_gateway(database, gateway_id: int, *, count: bool = True) -> dict[str, Any] | None:
-    """The gateway's row; ``count=False`` skips counting its messages (sends, lookups)."""
-    columns = (gateways, messages_count) if count else (gateways,)
-    row = await database.fetch_one(sa.select(*columns).where(gateways.c.id == gateway_id))
-    return db.as_dict(row) if row is not None else None
-
-
-def gateway_not_found() -> ApiError:
-    return ApiError(404, "SMS gateway not found.")
-
-
-async def get_or_404(request: Request, *, count: bool = True) -> dict[str, Any]:
-    """The gateway the path names, or 404; ``count=False`` skips counting its messages."""
-    gateway = await fetch_gateway(request.app.state.database, path_id(request), count=count)
-    if gateway is None:
-        raise gateway_not_found()
-    return gateway
 
 
 def like_escape(text: str) -> str:

@@ -19,7 +19,8 @@ from starlette.responses import JSONResponse
 
 from api import audit, auth, callback_tokens, changes, clock, db, dispatch, encoding, pages, phone, scopes, states
 from api.bodies import read_body
-from api.gateways import SENDER, fetch_gateway, gateway_not_found, get_or_404, path_id
+from api.gateways import SENDER
+from api.resources import fetch_gateway, gateway_not_found, get_or_404, path_id
 from api.providers.base import SECRET_UNAVAILABLE, Outcome, Submission
 from api.responses import ApiError, ok
 from api.tables import events, gateways, messages

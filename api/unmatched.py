@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 
 from api import pages
 from api.changes import APPLIED, EXPIRED, PENDING
-from api.gateways import get_or_404
+from api.resources import get_or_404
 from api.responses import ok
 from api.tables import unmatched_receipts
 from api.validation import Field

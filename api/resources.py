@@ -1,0 +1,51 @@
+"""Request helpers shared by the handlers: the id in the path, and the gateway it names or 404.
+
+Every handler that reads ``/…/{id:int}`` or needs "this gateway, else 404" uses
+these, so an id too large for the database and an unknown gateway answer the
+same way on every route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.requests import Request
+
+from api import db
+from api.responses import ApiError
+from api.tables import gateways, messages
+
+messages_count = (
+    sa.select(sa.func.count(messages.c.id))
+    .where(messages.c.sms_gateway_id == gateways.c.id)
+    .scalar_subquery()
+    .label("messages_count")
+)
+
+
+def path_id(request: Request, not_found: str = "SMS gateway not found.") -> int:
+    """The integer id in the path; one too large for the database is simply not found."""
+    value = request.path_params["id"]
+    if value > db.MAX_ID:
+        raise ApiError(404, not_found)
+    return value
+
+
+async def fetch_gateway(database, gateway_id: int, *, count: bool = True) -> dict[str, Any] | None:
+    """The gateway's row; ``count=False`` skips counting its messages (sends, lookups)."""
+    columns = (gateways, messages_count) if count else (gateways,)
+    row = await database.fetch_one(sa.select(*columns).where(gateways.c.id == gateway_id))
+    return db.as_dict(row) if row is not None else None
+
+
+def gateway_not_found() -> ApiError:
+    return ApiError(404, "SMS gateway not found.")
+
+
+async def get_or_404(request: Request, *, count: bool = True) -> dict[str, Any]:
+    """The gateway the path names, or 404; ``count=False`` skips counting its messages."""
+    gateway = await fetch_gateway(request.app.state.database, path_id(request), count=count)
+    if gateway is None:
+        raise gateway_not_found()
+    return gateway
