@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import audit, db, dlr, events, gateways, housekeeping, keys, messages, unmatched
+from api import audit, db, events, gateways, housekeeping, keys, messages, receipts, unmatched
 from api.accesslog import AccessLog
 from api.auth import require_api_key as private
 from api.config import Settings
@@ -61,8 +61,8 @@ def routes() -> list[Route]:
         Route("/api/api-keys", private(keys.list_keys), methods=["GET"]),
         Route("/api/api-keys/{id:int}", private(keys.revoke_key), methods=["DELETE"]),
         Route("/api/audit-events", private(audit.list_audit_events), methods=["GET"]),
-        Route("/api/sms-gateways/{id:int}/dlr", dlr.receive, methods=["POST", "GET"]),
-        Route("/webhooks/jasmin/{id:int}/dlr", dlr.receive, methods=["POST", "GET"]),
+        Route("/api/sms-gateways/{id:int}/dlr", receipts.receive, methods=["POST", "GET"]),
+        Route("/webhooks/jasmin/{id:int}/dlr", receipts.receive, methods=["POST", "GET"]),
     ]
 
 

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from api import changes, clock, db
 from api.changes import Change, Facts, Interruption, ParkedExpiry, ParkedReceipt, Receipt, SendOutcome
-from api.dlr import ID_FIELDS, SECRET_FIELDS, STATUS_FIELDS, parse_receipt
+from api.receipts import ID_FIELDS, SECRET_FIELDS, STATUS_FIELDS, parse_receipt
 from api.pipeline import open_batches
 from api.tables import events, gateways, messages, unmatched_receipts
 from tests.servers import drop_postgres_database, postgres_database_or_skip, run_smsgw

@@ -1,4 +1,4 @@
-"""Reading a receipt (``api.dlr.parse_receipt``): the contract's field rules, on Jasmin's real receipts too."""
+"""Reading a receipt (``api.receipts.parse_receipt``): the contract's field rules, on Jasmin's real receipts too."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from api.dlr import parse_receipt
+from api.receipts import parse_receipt
 from tests.providers.table import sample
 
 

@@ -1,10 +1,13 @@
-"""Delivery receipts (DLRs): what a receipt says, and applying it to its message.
+"""The receipt route: a gateway's delivery receipt (DLR) read, stamped and submitted to the pipeline.
 
 ``parse_receipt`` is the pure part — which field holds the id, which the
-status — so the rules of the contract are tested on their own. ``receive``
-answers the gateway: always ``200 {"message": "DLR received"}`` for a receipt
-it could read, matched or not, so a gateway's retry-on-non-2xx never fires.
-The callback token is checked before a receipt gets here (the guard).
+status — so the rules of the contract are tested on their own. ``submit``
+hands the stamped ``changes.Receipt`` to the state-change pipeline, which
+applies it to its message (``api.changes``). ``receive`` answers the
+gateway: always ``200 {"message": "DLR received"}`` for a receipt it could
+read, matched or not, so a gateway's retry-on-non-2xx never fires. The
+callback token is checked before a receipt gets here (the guard). Nothing
+here sends: of the providers, only Jasmin's receipt acknowledgement is used.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def parse_receipt(fields: Mapping[str, Any]) -> Receipt:
     return Receipt(external_id=external_id, status=jsonsafe.scrub(status.lower()[:32]), payload=payload)
 
 
-async def process(state, receipt: Receipt) -> str:
+async def submit(state, receipt: Receipt) -> str:
     """Hand a stamped receipt to the state-change pipeline (``api.pipeline``) and wait
     until its batch has committed: "applied", "parked" or "ignored"."""
     if receipt.external_id is None or receipt.gateway_id > db.MAX_ID:
@@ -78,5 +81,5 @@ async def receive(request: Request) -> Response:
         fields = (await read_body(request, state.settings.max_body_bytes, empty_ok=True)).data
     receipt = replace(parse_receipt(fields), gateway_id=request.path_params["id"],
                       source_address=client_address(request), received_at=clock.now_iso())
-    await process(state, receipt)
+    await submit(state, receipt)
     return acknowledge(request.headers)
