@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import audit, auth, callback_tokens, changes, clock, db, dispatch, encoding, pages, phone, scopes, states
+from api import audit, auth, callback_tokens, changes, clock, db, encoding, gateway_call, pages, phone, scopes, states
 from api.bodies import read_body
 from api.gateways import SENDER
 from api.resources import fetch_gateway, gateway_not_found, get_or_404, path_id
@@ -131,7 +131,7 @@ async def send_message(request: Request) -> JSONResponse:
             raise gateway_not_found()
         raise inactive()
 
-    outcome = await dispatch.send(
+    outcome = await gateway_call.send(
         state.http,
         gateway,
         Submission(to=values["to_number"], sender=sender, text=values["message"],

@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from api import dispatch
+from api import gateway_call
 from api.providers.base import Submission, gateway_url
 
 
@@ -77,7 +77,7 @@ def test_a_gateway_that_cannot_be_called_still_ends_failed():
 
     async def run():
         async with httpx.AsyncClient() as http:
-            return await dispatch.send(http, gateway, sub, timeout=1)
+            return await gateway_call.send(http, gateway, sub, timeout=1)
 
     outcome = asyncio.run(run())
     assert not outcome.ok and outcome.failure_reason.startswith("the gateway could not be called")

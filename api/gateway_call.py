@@ -1,4 +1,4 @@
-"""Handing a message to a gateway: the I/O, and only that.
+"""The one HTTP call to a gateway: handing it a message, the I/O and only that.
 
 What goes on the wire and how a reply reads is each provider's, in
 ``api.providers`` (pure functions, tested on real wire samples); ``send`` calls
@@ -18,7 +18,7 @@ import httpx
 from api import passwords, providers, secrets
 from api.providers.base import SECRET_UNAVAILABLE, TIMEOUT, UNREACHABLE, Outcome, Submission, WireRequest
 
-log = logging.getLogger("smsgw.dispatch")
+log = logging.getLogger("smsgw.gateway_call")
 
 MAX_REPLY_BYTES = 64 * 1024
 
