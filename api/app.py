@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import audit, db, events, gateways, housekeeping, keys, messages, receipts, unmatched
+from api import audit, db, events, gateways, housekeeping, keys, messages, receipts, sending, unmatched
 from api.accesslog import AccessLog
 from api.auth import require_api_key as private
 from api.config import Settings
@@ -51,7 +51,7 @@ def routes() -> list[Route]:
         Route("/api/sms-gateways/{id:int}", private(gateways.delete_gateway), methods=["DELETE"]),
         Route("/api/sms-gateways/{id:int}/callback-token/rotate",
               private(gateways.rotate_callback_token), methods=["POST"]),
-        Route("/api/sms-gateways/{id:int}/send", private(messages.send_message), methods=["POST"]),
+        Route("/api/sms-gateways/{id:int}/send", private(sending.send_message), methods=["POST"]),
         Route("/api/sms-gateways/{id:int}/messages",
               private(messages.list_gateway_messages), methods=["GET"]),
         Route("/api/sms-messages/{id:int}", private(messages.show_message), methods=["GET"]),

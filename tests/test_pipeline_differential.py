@@ -159,7 +159,7 @@ def scenarios(draw) -> Scenario:
 
 
 def new_messages(senders: tuple[int, ...]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Each message as first stored (``queued``) and its first event, as ``api.messages`` makes them."""
+    """Each message as first stored (``queued``) and its first event, as ``api.sending`` makes them."""
     return [changes.new_message({"sms_gateway_id": gateway_id, "to_number": f"+49151000000{i}", "from_sender": "ACME",
                                  "message": f"hello {i}", "callback_url": "https://client.example/cb"},
                                 clock.now_iso())
