@@ -15,13 +15,14 @@ a batch is found by a send that names its id later in the same batch.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Generator, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from api import changes
+from api import changes, db
 from api.changes import Change, Facts, Interruption, ParkedExpiry, ParkedReceipt, Receipt, SendOutcome
 from api.tables import events, gateways, messages, unmatched_receipts
 
@@ -39,6 +40,7 @@ class Lock:
 @dataclass(frozen=True)
 class Read:
     statement: sa.Select
+    params: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ RESOLVED = ("status", "message_id", "resolved_at")
 MESSAGE_COLUMNS = [messages.c.id, messages.c.sms_gateway_id, *(messages.c[name] for name in changes.MUTABLE)]
 
 
-def apply(batch: Sequence[Change], now: str, unmatched_ttl: float
+def apply(batch: Sequence[Change], now: str, unmatched_ttl: float, dialect: str
           ) -> Generator[Step, list[Mapping[str, Any]] | None, list[str]]:
     """The steps of one batch's transaction; returns each change's outcome, in order."""
     receipt_keys = {c.key for c in batch if isinstance(c, Receipt)}
@@ -71,29 +73,21 @@ def apply(batch: Sequence[Change], now: str, unmatched_ttl: float
         yield Lock(tuple(sorted(keys)))
 
     # Rows are read (and on PostgreSQL locked) in a fixed order: by key, then by id.
+    reads = reads_for(dialect)
     found = []
     if keys:
-        found += yield Read(sa.select(*MESSAGE_COLUMNS).where(_has_key(messages, keys))
-                            .order_by(messages.c.sms_gateway_id, messages.c.external_message_id).with_for_update())
+        found += yield Read(reads.messages_by_key, db.key_params(dialect, keys))
     if message_ids:
-        found += yield Read(sa.select(*MESSAGE_COLUMNS).where(messages.c.id.in_(sorted(message_ids)))
-                            .order_by(messages.c.id).with_for_update())
-
+        found += yield Read(reads.messages_by_id, db.id_params(dialect, message_ids))
     known = set()
     if receipt_keys:
-        rows = yield Read(sa.select(gateways.c.id).where(gateways.c.id.in_(sorted({k[0] for k in receipt_keys}))))
+        rows = yield Read(reads.gateways, db.id_params(dialect, {key[0] for key in receipt_keys}))
         known = {row["id"] for row in rows}
-
     parked = []
     if send_keys:
-        parked += yield Read(
-            sa.select(unmatched_receipts)
-            .where(unmatched_receipts.c.status == changes.PENDING, _has_key(unmatched_receipts, send_keys))
-            .order_by(unmatched_receipts.c.sms_gateway_id, unmatched_receipts.c.external_message_id,
-                      unmatched_receipts.c.id).with_for_update())
+        parked += yield Read(reads.parked_by_key, db.key_params(dialect, send_keys))
     if parked_ids:
-        parked += yield Read(sa.select(unmatched_receipts).where(unmatched_receipts.c.id.in_(sorted(parked_ids)))
-                             .order_by(unmatched_receipts.c.id).with_for_update())
+        parked += yield Read(reads.parked_by_id, db.id_params(dialect, parked_ids))
 
     view = View(found, known, parked)
     outcomes = [view.apply(change, now, unmatched_ttl) for change in batch]
@@ -102,15 +96,38 @@ def apply(batch: Sequence[Change], now: str, unmatched_ttl: float
     return outcomes
 
 
-def _has_key(table: sa.Table, keys: set[Key]) -> sa.ColumnElement[bool]:
-    """``(gateway, external id)`` is one of ``keys``, as one ``IN`` list per gateway:
-    SQLite (3.40) scans the whole table for a row-value ``IN (VALUES ...)``, and
-    searches the (gateway, external id) index for this."""
-    by_gateway: dict[int, list[str]] = defaultdict(list)
-    for gateway_id, external_id in sorted(keys):
-        by_gateway[gateway_id].append(external_id)
-    return sa.or_(*(sa.and_(table.c.sms_gateway_id == gateway_id, table.c.external_message_id.in_(ids))
-                    for gateway_id, ids in by_gateway.items()))
+class Reads:
+    """A batch's reads for one dialect, built once. Each list a read looks up (keys, ids)
+    is one parameter (``db.key_list``, ``db.id_list``), so each read is one prepared
+    statement whatever the batch's size, and finds its rows through their index."""
+
+    def __init__(self, dialect: str):
+        keys, key_gateway, key_external = db.key_list(dialect)
+        ids, id_value = db.id_list(dialect)
+        by_message_key = sa.and_(messages.c.sms_gateway_id == key_gateway,
+                                 messages.c.external_message_id == key_external)
+        self.messages_by_key = (
+            sa.select(*MESSAGE_COLUMNS).select_from(keys.join(messages, by_message_key))
+            .order_by(messages.c.sms_gateway_id, messages.c.external_message_id).with_for_update(of=messages))
+        self.messages_by_id = (
+            sa.select(*MESSAGE_COLUMNS).select_from(ids.join(messages, messages.c.id == id_value))
+            .order_by(messages.c.id).with_for_update(of=messages))
+        self.gateways = sa.select(gateways.c.id).select_from(ids.join(gateways, gateways.c.id == id_value))
+        parked = unmatched_receipts.c
+        by_parked_key = sa.and_(parked.sms_gateway_id == key_gateway, parked.external_message_id == key_external,
+                                parked.status == changes.PENDING)
+        self.parked_by_key = (
+            sa.select(unmatched_receipts).select_from(keys.join(unmatched_receipts, by_parked_key))
+            .order_by(parked.sms_gateway_id, parked.external_message_id, parked.id)
+            .with_for_update(of=unmatched_receipts))
+        self.parked_by_id = (
+            sa.select(unmatched_receipts).select_from(ids.join(unmatched_receipts, parked.id == id_value))
+            .order_by(parked.id).with_for_update(of=unmatched_receipts))
+
+
+@functools.cache
+def reads_for(dialect: str) -> Reads:
+    return Reads(dialect)
 
 
 def _by_id(row: Mapping[str, Any]) -> int:

@@ -45,6 +45,8 @@ def scrub(value: Any) -> Any:
     "delete this key"; dropping them makes every database merge alike.
     """
     if isinstance(value, str):
+        if value.isascii() and "\x00" not in value:
+            return value  # the usual case, found without a regex: surrogates are never ASCII
         return UNSTORABLE.sub(REPLACEMENT, value)
     if isinstance(value, dict):
         return {scrub(k): scrub(v) for k, v in value.items() if v is not None}

@@ -128,7 +128,7 @@ def run_batch(connection: sa.Connection, batch: list[Change], unmatched_ttl: flo
     Written once for both databases: SQLite's driver calls it on its own thread,
     PostgreSQL's through ``AsyncConnection.run_sync`` (asyncpg underneath).
     """
-    flow, result = batches.apply(batch, clock.now_iso(), unmatched_ttl), None
+    flow, result = batches.apply(batch, clock.now_iso(), unmatched_ttl, connection.dialect.name), None
     while True:
         try:
             step = flow.send(result)
@@ -136,7 +136,7 @@ def run_batch(connection: sa.Connection, batch: list[Change], unmatched_ttl: flo
             return done.value
         result = None
         if isinstance(step, batches.Read):
-            result = [dict(row) for row in connection.execute(step.statement).mappings()]
+            result = db.fetch_all(connection, step.statement, step.params)
         elif isinstance(step, batches.Write):
             db.execute_many(connection, step.statement, step.rows)
         elif connection.dialect.name == "postgresql":
@@ -157,6 +157,8 @@ class SqliteBatches:
         self.unmatched_ttl = unmatched_ttl
         self.engine = db.sqlite_sync_engine(url)
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smsgw-batches")
+        self.checkpoints = db.WalCheckpoints(db.sqlite_file(url))
+        self.checkpoints.start()
 
     async def commit(self, batch: list[Change]) -> list[str]:
         return await asyncio.get_running_loop().run_in_executor(self.thread, self._commit, batch)
@@ -168,6 +170,7 @@ class SqliteBatches:
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.thread, self.engine.dispose)
         self.thread.shutdown()
+        await asyncio.get_running_loop().run_in_executor(None, self.checkpoints.stop)
 
 
 class PostgresBatches:
