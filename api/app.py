@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import audit, db, events, gateways, housekeeping, keys, messages, receipts, sending, unmatched
+from api import audit, db, events, gateway_reads, gateways, housekeeping, keys, messages, receipts, sending, unmatched
 from api.accesslog import AccessLog
 from api.auth import require_api_key as private
 from api.config import Settings
@@ -44,9 +44,9 @@ def routes() -> list[Route]:
     # token before they reach the API.
     return [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/api/sms-gateways", private(gateways.list_gateways), methods=["GET"]),
+        Route("/api/sms-gateways", private(gateway_reads.list_gateways), methods=["GET"]),
         Route("/api/sms-gateways", private(gateways.create_gateway), methods=["POST"]),
-        Route("/api/sms-gateways/{id:int}", private(gateways.show_gateway), methods=["GET"]),
+        Route("/api/sms-gateways/{id:int}", private(gateway_reads.show_gateway), methods=["GET"]),
         Route("/api/sms-gateways/{id:int}", private(gateways.update_gateway), methods=["PATCH", "PUT"]),
         Route("/api/sms-gateways/{id:int}", private(gateways.delete_gateway), methods=["DELETE"]),
         Route("/api/sms-gateways/{id:int}/callback-token/rotate",

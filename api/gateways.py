@@ -1,4 +1,7 @@
-"""Gateway records: create, read, update, delete, and rotate the callback token."""
+"""Writing gateway records: create, update, delete, and rotate the callback token.
+
+Reading them (the list, one gateway, and how the API shows one) is ``api.gateway_reads``.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,11 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import audit, auth, callback_tokens, clock, db, passwords, scopes, secrets
+from api import audit, callback_tokens, clock, db, passwords, secrets
 from api.bodies import read_body
+from api.gateway_reads import public
 from api.providers import PROVIDERS
-from api.resources import fetch_gateway, gateway_not_found, get_or_404, messages_count, path_id
+from api.resources import fetch_gateway, gateway_not_found, get_or_404, path_id
 from api.responses import ApiError, ok
 from api.tables import gateways, messages, unmatched_receipts
 from api.validation import Field, ValidationFailed, validate
@@ -73,66 +77,10 @@ READ_ONLY = frozenset({"id", "messages_count", "created_at", "updated_at", "call
 DEFAULTS = {"provider_type": "jasmin", "is_active": True, "use_ssl": False}
 
 
-def public(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A gateway as the API shows it: the password never, previous tokens never (only
-    until when each is still accepted, soonest first; the latest in the older single field)."""
-    expiries = [e["expires_at"] for e in callback_tokens.in_grace(row["previous_callback_tokens"], clock.now_iso())]
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "provider_type": row["provider_type"],
-        "server_host": row["server_host"],
-        "server_port": row["server_port"],
-        "api_path": row["api_path"],
-        "username": row["username"],
-        "default_sender_id": row["default_sender_id"],
-        "callback_token": row["callback_token"],
-        "callback_token_previous_expires_at": expiries[-1] if expiries else None,
-        "callback_token_previous_expiries": expiries,
-        "is_active": bool(row["is_active"]),
-        "use_ssl": bool(row["use_ssl"]),
-        "notes": row["notes"],
-        "meta": row["meta"],
-        "messages_count": row["messages_count"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
-
-
-def like_escape(text: str) -> str:
-    """``text`` matched literally by LIKE: its own %, _ and escape character escaped."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def default_port(values: Mapping[str, Any]) -> int:
     """Where a gateway of this type listens by default: Jasmin's ports, else HTTP's."""
     port = PROVIDERS[values["provider_type"]].default_port
     return port if port is not None else (443 if values.get("use_ssl") else 80)
-
-
-async def list_gateways(request: Request) -> JSONResponse:
-    query = sa.select(gateways, messages_count).order_by(gateways.c.id)
-    params = request.query_params
-    search = validate({"search": params["search"]} if "search" in params else {},
-                      {"search": Field("string", nullable=True, max_length=255)}, from_form=True).get("search")
-    if search:
-        # The pattern is built here, not by SQLAlchemy's icontains(): `databases`
-        # %-formats the compiled SQL on SQLite, which breaks on a literal '%'.
-        pattern = "%" + like_escape(search.lower()) + "%"
-        query = query.where(sa.or_(*(
-            sa.func.lower(column).like(pattern, escape="\\")
-            for column in (gateways.c.name, gateways.c.server_host, gateways.c.provider_type)
-        )))
-    key = auth.key_of(request)
-    if key.gateway_ids is not None:  # a key limited to some gateways lists only those
-        query = query.where(gateways.c.id.in_(sorted(key.gateway_ids)))
-    rows = await request.app.state.database.fetch_all(query)
-    return ok("SMS gateways fetched successfully.", [shown(request, db.as_dict(row)) for row in rows])
-
-
-def shown(request: Request, row: Mapping[str, Any]) -> dict[str, Any]:
-    """``public(row)`` as the request's key may see it: token fields only with gateways:admin."""
-    return scopes.without_secrets(public(row), auth.key_of(request).scopes)
 
 
 async def insert_gateway(database, values: Mapping[str, Any], keyring: secrets.Keyring) -> dict[str, Any]:
@@ -157,10 +105,6 @@ async def create_gateway(request: Request) -> JSONResponse:
     await audit.record_request(request, audit.GATEWAY_CREATED, target_type="sms_gateway", target_id=gateway["id"],
                                details={"name": gateway["name"], "fields": sorted(values)})
     return ok("SMS gateway created successfully.", public(gateway), status=201)
-
-
-async def show_gateway(request: Request) -> JSONResponse:
-    return ok("SMS gateway fetched successfully.", shown(request, await get_or_404(request)))
 
 
 # Where and how smsgw sends the gateway's password. Changing any of them without
