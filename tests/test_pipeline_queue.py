@@ -10,22 +10,22 @@ from api.pipeline import Pipeline
 def test_waiting_receipts_share_one_commit_and_a_bad_one_fails_alone():
     committed: list[list[str]] = []
 
-    async def commit_batch(works: list[str]) -> list[str]:
-        if "bad" in works:
+    async def commit_batch(batch: list[str]) -> list[str]:
+        if "bad" in batch:
             raise ValueError("this receipt cannot be stored")
         await asyncio.sleep(0)  # the commit
-        committed.append(list(works))
-        return [f"ok:{w}" for w in works]
+        committed.append(list(batch))
+        return [f"ok:{w}" for w in batch]
 
     async def run():
-        writer = Pipeline(commit_batch)
-        writer.start()
-        jobs = [asyncio.create_task(writer.submit(w)) for w in ("a", "b", "bad", "c")]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
+        pipeline = Pipeline(commit_batch)
+        pipeline.start()
+        waiting = [asyncio.create_task(pipeline.submit(w)) for w in ("a", "b", "bad", "c")]
+        results = await asyncio.gather(*waiting, return_exceptions=True)
         # later receipts go on being committed after the failure
-        after = await writer.submit("d")
-        await writer.stop()
-        return results, after, writer.batches
+        after = await pipeline.submit("d")
+        await pipeline.stop()
+        return results, after, pipeline.batches
 
     results, after, batches = asyncio.run(run())
     assert results[0] == "ok:a" and results[1] == "ok:b" and results[3] == "ok:c"
@@ -42,40 +42,40 @@ def test_a_receipt_is_answered_only_after_its_batch_is_committed():
     async def run():
         gate = release()
 
-        async def commit_batch(works):
+        async def commit_batch(batch):
             await gate.wait()
             order.append("committed")
-            return ["ok"] * len(works)
+            return ["ok"] * len(batch)
 
-        writer = Pipeline(commit_batch)
-        writer.start()
-        job = asyncio.create_task(writer.submit("x"))
+        pipeline = Pipeline(commit_batch)
+        pipeline.start()
+        waiting = asyncio.create_task(pipeline.submit("x"))
         await asyncio.sleep(0.01)
-        assert not job.done()  # still waiting for the commit
+        assert not waiting.done()  # still waiting for the commit
         gate.set()
-        order.append(await job)
-        await writer.stop()
+        order.append(await waiting)
+        await pipeline.stop()
 
     asyncio.run(run())
     assert order == ["committed", "ok"]
 
 
-def test_a_stopped_writer_answers_every_waiting_receipt_and_refuses_new_ones():
+def test_a_stopped_pipeline_answers_every_waiting_receipt_and_refuses_new_ones():
     async def run():
         gate = asyncio.Event()
 
-        async def commit_batch(works):
-            await gate.wait()  # never set: the writer is stopped mid-commit
-            return ["ok"] * len(works)
+        async def commit_batch(batch):
+            await gate.wait()  # never set: the pipeline is stopped mid-commit
+            return ["ok"] * len(batch)
 
-        writer = Pipeline(commit_batch)
-        writer.start()
-        jobs = [asyncio.create_task(writer.submit(w)) for w in "abc"]
+        pipeline = Pipeline(commit_batch)
+        pipeline.start()
+        waiting = [asyncio.create_task(pipeline.submit(w)) for w in "abc"]
         await asyncio.sleep(0.01)
-        await writer.stop()
-        results = await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout=2)
+        await pipeline.stop()
+        results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=2)
         try:
-            await writer.submit("late")
+            await pipeline.submit("late")
         except RuntimeError as exc:
             late = exc
         return results, late

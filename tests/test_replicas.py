@@ -110,8 +110,8 @@ def test_many_receipts_racing_over_two_replicas_lose_nothing_and_end_as_one_proc
     gid = cluster["gateway"]["id"]
     messages = [submit(cluster) for _ in range(12)]
     statuses = ("ESME_ROK", "ENROUTE", "DELIVRD", "UNDELIV", "ACCEPTD")
-    jobs = [(m["external_message_id"], status) for m in messages for status in statuses]
-    random.Random(11).shuffle(jobs)
+    receipts = [(m["external_message_id"], status) for m in messages for status in statuses]
+    random.Random(11).shuffle(receipts)
     answers, barrier = [], threading.Barrier(8)
 
     def post(replica, share):
@@ -121,13 +121,13 @@ def test_many_receipts_racing_over_two_replicas_lose_nothing_and_end_as_one_proc
                 answers.append(own.post(f"/webhooks/jasmin/{gid}/dlr",
                                         data={"id": external, "message_status": status}).status_code)
 
-    threads = [threading.Thread(target=post, args=((cluster["a"], cluster["b"])[i % 2], jobs[i::8]))
+    threads = [threading.Thread(target=post, args=((cluster["a"], cluster["b"])[i % 2], receipts[i::8]))
                for i in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert answers == [200] * len(jobs)
+    assert answers == [200] * len(receipts)
     state, raw = states.SUBMITTED, states.SUBMITTED
     for status in statuses:  # one process, one receipt after the other: any order ends the same
         decision = states.decide(state, raw, status)
