@@ -46,7 +46,7 @@ QUEUED_REASON = "stored before the gateway is contacted"
 @dataclass(frozen=True)
 class Receipt:
     """A delivery receipt on its way through: parsed from the gateway's fields
-    (``api.dlr.parse_receipt``), then stamped with where and when it came from."""
+    (``api.receipts.parse_receipt``), then stamped with where and when it came from."""
 
     external_id: str | None
     status: str                       # raw, lowercased
@@ -69,7 +69,8 @@ class ParkedReceipt:
 
 @dataclass(frozen=True)
 class SendOutcome:
-    """What the gateway answered to a send (an ``api.dispatch.Outcome``, flattened)."""
+    """What the gateway answered to a send: the fields of the ``api.providers.base.Outcome``
+    that ``api.gateway_call.send`` returned, with the message they are about."""
 
     message_id: int
     gateway_id: int

@@ -1,7 +1,7 @@
 """Gateway passwords at rest: where api.secrets meets the gateways table.
 
 Passwords are sealed on the way in (create, update, ``smsgw demo``) and opened
-only where one is used, by dispatch; no response ever carries one. Without
+only where one is used, by ``api.gateway_call``; no response ever carries one. Without
 SMSGW_SECRET_KEY they are stored as given, as before.
 """
 
@@ -30,7 +30,7 @@ def sealed_values(keyring: secrets.Keyring, values: Mapping[str, Any]) -> dict[s
 
 
 def opened(keyring: secrets.Keyring, gateway: Mapping[str, Any]) -> dict[str, Any]:
-    """``gateway`` with its password readable, for dispatch only; SecretUnavailable otherwise."""
+    """``gateway`` with its password readable, for ``api.gateway_call`` only; SecretUnavailable otherwise."""
     stored = gateway.get("password")
     return {**gateway, "password": secrets.unseal(keyring, stored, PURPOSE) if stored is not None else None}
 

@@ -217,7 +217,4 @@ async def insert_queued(database, dialect: str, gateway_id: int, fields: dict[st
 async def record_outcome(pipeline, message_id: int, gateway_id: int, outcome: Outcome) -> str:
     """The gateway's answer, through the state-change pipeline: ``submitted`` (then any
     receipts that arrived first are applied) or ``failed`` (see ``api.changes``)."""
-    return await pipeline.submit(changes.SendOutcome(
-        message_id=message_id, gateway_id=gateway_id, ok=outcome.ok, external_id=outcome.external_id,
-        remote_response=outcome.remote_response, failure_reason=outcome.failure_reason,
-        failure_code=outcome.failure_code))
+    return await pipeline.submit(changes.SendOutcome(message_id, gateway_id, **vars(outcome)))

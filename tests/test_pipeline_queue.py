@@ -42,7 +42,10 @@ def test_a_receipt_is_answered_only_after_its_batch_is_committed():
     async def run():
         gate = release()
 
+        committing = asyncio.Event()
+
         async def commit_batch(batch):
+            committing.set()
             await gate.wait()
             order.append("committed")
             return ["ok"] * len(batch)
@@ -50,8 +53,8 @@ def test_a_receipt_is_answered_only_after_its_batch_is_committed():
         pipeline = Pipeline(commit_batch)
         pipeline.start()
         waiting = asyncio.create_task(pipeline.submit("x"))
-        await asyncio.sleep(0.01)
-        assert not waiting.done()  # still waiting for the commit
+        await asyncio.wait_for(committing.wait(), timeout=10)
+        assert not waiting.done()  # its batch is being committed: no answer yet
         gate.set()
         order.append(await waiting)
         await pipeline.stop()
@@ -64,14 +67,17 @@ def test_a_stopped_pipeline_answers_every_waiting_receipt_and_refuses_new_ones()
     async def run():
         gate = asyncio.Event()
 
+        committing = asyncio.Event()
+
         async def commit_batch(batch):
+            committing.set()
             await gate.wait()  # never set: the pipeline is stopped mid-commit
             return ["ok"] * len(batch)
 
         pipeline = Pipeline(commit_batch)
         pipeline.start()
         waiting = [asyncio.create_task(pipeline.submit(w)) for w in "abc"]
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(committing.wait(), timeout=10)
         await pipeline.stop()
         results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=2)
         try:

@@ -3,7 +3,7 @@
 A module (``jasmin``, ``http_json``) holds everything about its protocol —
 building the request, reading the reply, its defaults — as pure functions, and
 names its ``provider_type`` values in a ``PROVIDERS`` tuple; the shared,
-protocol-neutral pieces are in ``base``. ``api.dispatch`` does the I/O.
+protocol-neutral pieces are in ``base``. ``api.gateway_call`` does the I/O.
 Adding a provider: a module here, its line below, and its test table in
 ``tests/providers/``.
 """

@@ -2,7 +2,7 @@
 
 Nothing here knows a protocol. A provider module builds a ``WireRequest``
 from a ``Submission`` and reads the gateway's reply into an ``Outcome``, both
-pure, with the reply helpers below; ``api.dispatch`` does the I/O.
+pure, with the reply helpers below; ``api.gateway_call`` does the I/O.
 """
 
 from __future__ import annotations
