@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 from api import clock, states
+from api.providers.base import Outcome
 
 # Message columns a change may set: every write of a message sets all of them.
 MUTABLE = ("state", "delivery_status", "status_conflict", "external_message_id", "remote_response",
@@ -69,22 +70,18 @@ class ParkedReceipt:
 
 @dataclass(frozen=True)
 class SendOutcome:
-    """What the gateway answered to a send: the fields of the ``api.providers.base.Outcome``
-    that ``api.gateway_call.send`` returned, with the message they are about."""
+    """The gateway's answer to a send (what ``api.gateway_call.send`` returned) for one message."""
 
     message_id: int
     gateway_id: int
-    ok: bool
-    external_id: str | None = None
-    remote_response: dict[str, Any] | None = None
-    failure_reason: str | None = None
-    failure_code: str | None = None
+    answer: Outcome
 
     @property
     def key(self) -> tuple[int, str] | None:
-        """The (gateway, external id) this outcome gives its message, if it can keep one."""
-        if self.ok and self.external_id is not None and len(self.external_id) <= MAX_EXTERNAL_ID:
-            return (self.gateway_id, self.external_id)
+        """The (gateway, external id) this answer gives its message, if it can keep one."""
+        external_id = self.answer.external_id
+        if self.answer.ok and external_id is not None and len(external_id) <= MAX_EXTERNAL_ID:
+            return (self.gateway_id, external_id)
         return None
 
 
@@ -194,8 +191,8 @@ def _apply_receipt(message: Mapping[str, Any], receipt: Receipt, now: str) -> tu
     return updated, event
 
 
-def _send_outcome(outcome: SendOutcome, facts: Facts, now: str) -> Plan:
-    message = facts.message
+def _send_outcome(change: SendOutcome, facts: Facts, now: str) -> Plan:
+    message, outcome = facts.message, change.answer
     external_id, id_problem = outcome.external_id, None
     if outcome.ok and len(external_id) > MAX_EXTERNAL_ID:
         external_id, id_problem = None, (

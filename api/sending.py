@@ -217,4 +217,4 @@ async def insert_queued(database, dialect: str, gateway_id: int, fields: dict[st
 async def record_outcome(pipeline, message_id: int, gateway_id: int, outcome: Outcome) -> str:
     """The gateway's answer, through the state-change pipeline: ``submitted`` (then any
     receipts that arrived first are applied) or ``failed`` (see ``api.changes``)."""
-    return await pipeline.submit(changes.SendOutcome(message_id, gateway_id, **vars(outcome)))
+    return await pipeline.submit(changes.SendOutcome(message_id, gateway_id, outcome))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from api import changes, clock, states
 from api.changes import Facts, Interruption, ParkedExpiry, ParkedReceipt, Receipt, SendOutcome
+from api.providers.base import Outcome
 
 NOW = "2026-11-27T12:00:00.000000Z"
 EARLIER = "2026-11-27T11:59:00.000000Z"
@@ -55,7 +56,7 @@ def test_a_receipt_without_its_message_is_parked_until_the_ttl_and_ignored_for_a
 def test_an_accepted_send_submits_the_message_and_applies_the_receipts_waiting_for_its_id():
     queued = message(state=states.QUEUED, delivery_status=states.QUEUED, external_message_id=None)
     waiting = (parked(1, "esme_rok"), parked(2, "delivrd"), parked(3, "undeliv", expires_at=EARLIER))
-    outcome = SendOutcome(7, 1, True, "ext-7", {"data": 'Success "ext-7'})
+    outcome = SendOutcome(7, 1, Outcome(True, "ext-7", {"data": 'Success "ext-7'}))
     plan = changes.plan(outcome, Facts(message=queued, waiting=waiting), NOW, 3600)
     assert plan.outcome == "submitted" and plan.message["external_message_id"] == "ext-7"
     # the expired one is not applied; the others come next, oldest first
@@ -67,16 +68,16 @@ def test_an_accepted_send_submits_the_message_and_applies_the_receipts_waiting_f
 
 def test_an_id_another_message_holds_is_not_taken_and_the_message_says_why():
     queued = message(state=states.QUEUED, delivery_status=states.QUEUED, external_message_id=None)
-    plan = changes.plan(SendOutcome(7, 1, True, "ext-3"), Facts(message=queued, holder=3), NOW, 3600)
+    plan = changes.plan(SendOutcome(7, 1, Outcome(True, "ext-3")), Facts(message=queued, holder=3), NOW, 3600)
     assert plan.message["state"] == states.SUBMITTED and plan.message["external_message_id"] is None
     assert "already held by message 3" in plan.message["failure_reason"]
-    too_long = changes.plan(SendOutcome(7, 1, True, "x" * 256), Facts(message=queued), NOW, 3600)
+    too_long = changes.plan(SendOutcome(7, 1, Outcome(True, "x" * 256)), Facts(message=queued), NOW, 3600)
     assert too_long.message["external_message_id"] is None and "256 characters" in too_long.message["failure_reason"]
 
 
 def test_a_refused_send_fails_the_message_with_its_code():
     queued = message(state=states.QUEUED, delivery_status=states.QUEUED, external_message_id=None)
-    plan = changes.plan(SendOutcome(7, 1, False, failure_code="timeout", failure_reason="no answer"),
+    plan = changes.plan(SendOutcome(7, 1, Outcome(False, failure_code="timeout", failure_reason="no answer")),
                         Facts(message=queued), NOW, 3600)
     assert (plan.outcome, plan.message["state"], plan.message["failure_code"]) == ("failed", states.FAILED, "timeout")
 
@@ -84,10 +85,10 @@ def test_a_refused_send_fails_the_message_with_its_code():
 def test_a_late_answer_gives_an_interrupted_message_its_id_but_never_replaces_one():
     interrupted = message(state=states.FAILED, delivery_status=states.FAILED, external_message_id=None,
                           failure_code=changes.INTERRUPTED)
-    plan = changes.plan(SendOutcome(7, 1, True, "ext-7"), Facts(message=interrupted), NOW, 3600)
+    plan = changes.plan(SendOutcome(7, 1, Outcome(True, "ext-7")), Facts(message=interrupted), NOW, 3600)
     assert plan.outcome == "late" and plan.message["state"] == states.FAILED
     assert plan.message["external_message_id"] == "ext-7" and plan.event["changed"] is False
-    keyed = changes.plan(SendOutcome(7, 1, True, "ext-8", ), Facts(message=message()), NOW, 3600)
+    keyed = changes.plan(SendOutcome(7, 1, Outcome(True, "ext-8")), Facts(message=message()), NOW, 3600)
     assert keyed.outcome == "late" and keyed.message is None and keyed.later == ()
 
 

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from api import changes, clock, db
 from api.changes import Change, Facts, Interruption, ParkedExpiry, ParkedReceipt, Receipt, SendOutcome
+from api.providers.base import Outcome
 from api.receipts import ID_FIELDS, SECRET_FIELDS, STATUS_FIELDS, parse_receipt
 from api.pipeline import open_batches
 from api.tables import events, gateways, messages, unmatched_receipts
@@ -124,13 +125,13 @@ def send_outcomes(draw, senders: tuple[int, ...], ids: tuple[str, ...]) -> SendO
     kind = draw(st.sampled_from(("ok", "ok", "long id", "failed")))
     if kind == "ok":
         external_id = draw(st.sampled_from(ids))
-        return SendOutcome(message_id, gateway_id, True, external_id, {"data": f'Success "{external_id}"'})
+        return SendOutcome(message_id, gateway_id, Outcome(True, external_id, {"data": f'Success "{external_id}"'}))
     if kind == "long id":
-        return SendOutcome(message_id, gateway_id, True, LONG_ID, {"data": f'Success "{LONG_ID}"'})
-    return SendOutcome(message_id, gateway_id, False, None,
-                       remote_response=draw(st.sampled_from((None, {"error": "No route", "code": 412}))),
-                       failure_reason=draw(st.sampled_from((None, "HTTP 412 from the gateway"))),
-                       failure_code=draw(st.sampled_from(("http_412", "timeout"))))
+        return SendOutcome(message_id, gateway_id, Outcome(True, LONG_ID, {"data": f'Success "{LONG_ID}"'}))
+    return SendOutcome(message_id, gateway_id, Outcome(
+        False, None, remote_response=draw(st.sampled_from((None, {"error": "No route", "code": 412}))),
+        failure_reason=draw(st.sampled_from((None, "HTTP 412 from the gateway"))),
+        failure_code=draw(st.sampled_from(("http_412", "timeout")))))
 
 
 @st.composite
@@ -410,7 +411,7 @@ def test_a_late_answer_with_a_new_id_then_a_receipt_for_the_old_one_in_one_batch
     receipt = dataclasses.replace(parse_receipt({"message_id": "m1", "status": "ESME_ROK"}), gateway_id=1,
                                   source_address="10.0.0.7", received_at=received_stamp(0))
     check(sqlite_target, Scenario(senders=(1, 1, 1), ttl=3600.0, changes=(
-        SendOutcome(1, 1, True, "m1", {"data": 'Success "m1"'}),
-        SendOutcome(1, 1, True, "m2", {"data": 'Success "m2"'}),
+        SendOutcome(1, 1, Outcome(True, "m1", {"data": 'Success "m1"'})),
+        SendOutcome(1, 1, Outcome(True, "m2", {"data": 'Success "m2"'})),
         receipt,
     ), batch_sizes=(1, 2)), loop)
