@@ -4,14 +4,16 @@
 status — so the rules of the contract are tested on their own. ``submit``
 hands the stamped ``changes.Receipt`` to the state-change pipeline, which
 applies it to its message (``api.changes``). ``receive`` answers the
-gateway: always ``200 {"message": "DLR received"}`` for a receipt it could
-read, matched or not, so a gateway's retry-on-non-2xx never fires. The
+gateway: ``200 {"message": "DLR received"}`` for a receipt it could read and
+store, matched or not, so a gateway's retry-on-non-2xx never fires for it;
+503 with ``Retry-After`` when it could not be stored, so it is sent again. The
 callback token is checked before a receipt gets here (the guard). Nothing
 here sends: of the providers, only Jasmin's receipt acknowledgement is used.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any, Mapping
 
@@ -23,6 +25,9 @@ from api.bodies import read_body
 from api.changes import MAX_EXTERNAL_ID, Receipt
 from api.peer import client_address
 from api.providers import jasmin
+from api.responses import ApiError
+
+log = logging.getLogger("smsgw.receipts")
 
 ID_FIELDS = ("message_id", "id", "messageId")
 STATUS_FIELDS = ("status", "message_status")
@@ -60,7 +65,15 @@ async def submit(state, receipt: Receipt) -> str:
     until its batch has committed: "applied", "parked" or "ignored"."""
     if receipt.external_id is None or receipt.gateway_id > db.MAX_ID:
         return "ignored"  # nothing to match it with
-    return await state.pipeline.submit(receipt)
+    try:
+        return await state.pipeline.submit(receipt)
+    except Exception as exc:
+        # Not stored (the database is away, the process is stopping): a retryable 503,
+        # so the gateway sends it again, never a 2xx for a receipt that was not kept.
+        log.warning("a receipt for gateway %s could not be stored (%s); answered 503",
+                    receipt.gateway_id, type(exc).__name__)
+        raise ApiError(503, "The receipt could not be stored now; send it again.",
+                       {"receipt": ["Not stored: retry later."]}, headers={"Retry-After": "1"}) from None
 
 
 def acknowledge(headers: Mapping[str, str]) -> Response:

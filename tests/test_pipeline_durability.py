@@ -53,3 +53,29 @@ def test_every_acknowledged_receipt_survives_a_kill_9(tmp_path):
         stored = {row[0] for row in db.execute("SELECT external_message_id FROM unmatched_receipts")}
     assert len(acked) >= 300
     assert set(acked) - stored == set()
+
+
+def test_a_receipt_that_cannot_be_stored_is_a_retryable_503_and_stored_when_sent_again(tmp_path):
+    """The gateway must send it again, so it must not hear 200; once the database takes
+    writes again, the same receipt is stored."""
+    api = start_api(tmp_path, SMSGW_ADMIN_KEY=ADMIN)
+    try:
+        gateway = httpx.post(f"{api.url}/api/sms-gateways", headers={"Authorization": f"Bearer {ADMIN}"}, json={
+            "name": "d", "server_host": "127.0.0.1", "server_port": 9, "default_sender_id": "D"}).json()["data"]
+        receipt = {"id": "not-yet-known", "message_status": "ESME_ROK"}
+        with sqlite3.connect(tmp_path / "smsgw.db") as db:  # the table receipts are parked in goes away
+            db.execute("ALTER TABLE unmatched_receipts RENAME TO unmatched_receipts_away")
+        jasmin = {"User-Agent": "Jasmin gateway/1.0 DLRThrower"}  # Jasmin resends until it reads ACK/Jasmin
+        refused = httpx.post(f"{api.url}/webhooks/jasmin/{gateway['id']}/dlr", data=receipt, headers=jasmin)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert set(refused.json()) == {"message", "errors"}
+        assert "ACK/Jasmin" not in refused.text
+        with sqlite3.connect(tmp_path / "smsgw.db") as db:
+            db.execute("ALTER TABLE unmatched_receipts_away RENAME TO unmatched_receipts")
+            assert db.execute("SELECT count(*) FROM unmatched_receipts").fetchone()[0] == 0
+        again = httpx.post(f"{api.url}/webhooks/jasmin/{gateway['id']}/dlr", data=receipt, headers=jasmin)
+        assert (again.status_code, again.text) == (200, "ACK/Jasmin")
+        with sqlite3.connect(tmp_path / "smsgw.db") as db:
+            assert db.execute("SELECT external_message_id FROM unmatched_receipts").fetchall() == [("not-yet-known",)]
+    finally:
+        api.process.stop()
