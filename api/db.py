@@ -227,11 +227,19 @@ class WalCheckpoints:
     the pipeline's commit time. The pipeline's connection turns that off
     (``sqlite_sync_engine``) and this thread checkpoints every ``interval``
     seconds (``PASSIVE``: it never waits for, nor blocks, a writer or a reader).
+
+    The log restarts from its beginning only once a checkpoint has copied all
+    of it; under steady load the writer always adds frames while this thread
+    copies, so the writer finishes the job itself (``finish``) once the log
+    holds ``restart_frames`` pages: little is left to copy by then, and the log
+    stays bounded instead of growing with every receipt.
     """
 
-    def __init__(self, path: Path, interval: float = 0.25):
+    def __init__(self, path: Path, interval: float = 0.25, restart_frames: int = 4096):
         self.path = path
         self.interval = interval
+        self.restart_frames = restart_frames
+        self.long = False  # the log has grown past restart_frames (set by this thread)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="smsgw-checkpoints", daemon=True)
 
@@ -242,14 +250,28 @@ class WalCheckpoints:
         self.stopping.set()
         self.thread.join()
 
+    def finish(self, dbapi_connection) -> None:
+        """On the writer's connection, between its transactions: when the log is
+        long, copy what is left of it, so that the next write restarts it."""
+        if not self.long:
+            return
+        try:
+            _busy, frames, copied = dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("WAL checkpoint skipped (%s)", exc)
+            return
+        self.long = frames != copied  # all copied: the log restarts at the next write
+
     def _run(self) -> None:
         connection = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
         try:
             while not self.stopping.wait(self.interval):
                 try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _busy, frames, _copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:  # e.g. busy: the next round does it
                     log.debug("WAL checkpoint skipped (%s)", exc)
+                else:
+                    self.long = frames >= self.restart_frames
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             connection.close()

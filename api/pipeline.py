@@ -165,7 +165,11 @@ class SqliteBatches:
 
     def _commit(self, batch: list[Change]) -> list[str]:
         with self.engine.begin() as connection:
-            return run_batch(connection, batch, self.unmatched_ttl)
+            outcomes = run_batch(connection, batch, self.unmatched_ttl)
+        if self.checkpoints.long:
+            with self.engine.connect() as connection:  # between transactions, as a checkpoint must be
+                self.checkpoints.finish(connection.connection.dbapi_connection)
+        return outcomes
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.thread, self.engine.dispose)
