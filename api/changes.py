@@ -7,7 +7,8 @@ one):
 - ``ParkedReceipt``: a receipt that arrived before its message can now be applied;
 - ``SendOutcome``: the gateway answered a send (``queued`` → ``submitted`` / ``failed``);
 - ``Interruption``: a message stayed ``queued`` past any gateway answer (housekeeping);
-- ``ParkedExpiry``: a parked receipt waited past ``SMSGW_UNMATCHED_TTL`` (housekeeping).
+- ``ParkedExpiry``: a parked receipt waited past ``SMSGW_UNMATCHED_TTL`` (housekeeping),
+  or its gateway was deleted.
 
 ``plan`` is given the change, what the database holds about it (``Facts``) and
 the time, and returns a ``Plan``: the message's values afterwards, the history
@@ -30,6 +31,12 @@ from api.providers.base import Outcome
 MUTABLE = ("state", "delivery_status", "status_conflict", "external_message_id", "remote_response",
            "failure_reason", "failure_code", "submitted_at", "delivered_at", "failed_at", "updated_at")
 MAX_EXTERNAL_ID = 255  # sms_messages.external_message_id
+
+
+def keepable(external_id: str) -> bool:
+    """Can a message keep this external id (and receipts find it by it)?"""
+    return len(external_id) <= MAX_EXTERNAL_ID
+
 
 # Parked receipts' status.
 PENDING, APPLIED, EXPIRED = "pending", "applied", "expired"
@@ -80,7 +87,7 @@ class SendOutcome:
     def key(self) -> tuple[int, str] | None:
         """The (gateway, external id) this answer gives its message, if it can keep one."""
         external_id = self.answer.external_id
-        if self.answer.ok and external_id is not None and len(external_id) <= MAX_EXTERNAL_ID:
+        if self.answer.ok and external_id is not None and keepable(external_id):
             return (self.gateway_id, external_id)
         return None
 
@@ -92,7 +99,10 @@ class Interruption:
 
 @dataclass(frozen=True)
 class ParkedExpiry:
+    """A parked receipt's wait is over: its time ran out, or its gateway was deleted."""
+
     parked_id: int
+    gateway_deleted: bool = False
 
 
 Change = Union[Receipt, ParkedReceipt, SendOutcome, Interruption, ParkedExpiry]
@@ -133,7 +143,7 @@ def plan(change: Change, facts: Facts, now: str, unmatched_ttl: float) -> Plan:
     if isinstance(change, Interruption):
         return _interruption(facts, now)
     if isinstance(change, ParkedExpiry):
-        return _parked_expiry(facts, now)
+        return _parked_expiry(change, facts, now)
     raise TypeError(f"not a change: {change!r}")
 
 
@@ -169,7 +179,7 @@ def _parked_receipt(change: ParkedReceipt, facts: Facts, now: str) -> Plan:
                 resolve={"status": APPLIED, "message_id": facts.message["id"], "resolved_at": now})
 
 
-def _apply_receipt(message: Mapping[str, Any], receipt: Receipt, now: str) -> tuple[dict, dict]:
+def _apply_receipt(message: Mapping[str, Any], receipt: Receipt, now: str) -> tuple[dict | None, dict]:
     """The rule of ``api.states``: the message moves only forward, whatever the order receipts come in."""
     decision = states.decide(message["state"], message["delivery_status"], receipt.status)
     updated = dict(message)
@@ -184,6 +194,8 @@ def _apply_receipt(message: Mapping[str, Any], receipt: Receipt, now: str) -> tu
         )
     if decision.conflict:
         updated["status_conflict"] = True
+    if updated == message:
+        updated = None  # nothing to write (a duplicate, a late or out-of-order report): only the event
     event = _event(message["id"], RECEIPT, now, changed=decision.changed, reason=decision.reason,
                    raw_status=receipt.status, state_before=message["state"], state_after=decision.state,
                    payload=receipt.payload, source_address=receipt.source_address,
@@ -194,7 +206,7 @@ def _apply_receipt(message: Mapping[str, Any], receipt: Receipt, now: str) -> tu
 def _send_outcome(change: SendOutcome, facts: Facts, now: str) -> Plan:
     message, outcome = facts.message, change.answer
     external_id, id_problem = outcome.external_id, None
-    if outcome.ok and len(external_id) > MAX_EXTERNAL_ID:
+    if outcome.ok and not keepable(external_id):
         external_id, id_problem = None, (
             f"gateway returned an id of {len(external_id)} characters (at most {MAX_EXTERNAL_ID} are "
             "kept); receipts cannot be matched to this message")
@@ -255,9 +267,9 @@ def _interruption(facts: Facts, now: str) -> Plan:
                     state_after=states.FAILED, reason=INTERRUPTED_REASON))
 
 
-def _parked_expiry(facts: Facts, now: str) -> Plan:
+def _parked_expiry(change: ParkedExpiry, facts: Facts, now: str) -> Plan:
     row = facts.parked
-    if row is None or row["status"] != PENDING or row["expires_at"] > now:
+    if row is None or row["status"] != PENDING or (row["expires_at"] > now and not change.gateway_deleted):
         return Plan("unchanged")
     return Plan(EXPIRED, resolve={"status": EXPIRED, "message_id": None, "resolved_at": now})
 

@@ -18,6 +18,22 @@ def configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def worker_app():
+    """The app of one of several API workers: a process of its own, started by
+    uvicorn, so smsgw's logging is set up here as well as in the parent."""
+    from api.app import create_app
+
+    configure_logging()
+    return create_app()
+
+
+def workers_count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be from 1 to 64")
+    return value
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -25,7 +41,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     workers = args.workers or settings.api_workers
     # Several workers: each process makes its own app (and pipeline) from the environment.
-    app = "api.app:create_app" if workers > 1 else create_app(settings)
+    app = "api.cli:worker_app" if workers > 1 else create_app(settings)
     uvicorn.run(
         app,
         factory=workers > 1,
@@ -239,7 +255,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="smsgw", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
     api = commands.add_parser("api", help="serve the HTTP API")
-    api.add_argument("--workers", type=int, metavar="N",
+    api.add_argument("--workers", type=workers_count, metavar="N",
                      help="processes serving the API (default: SMSGW_API_WORKERS, 1)")
     api.set_defaults(run=cmd_api)
     commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(run=cmd_migrate)

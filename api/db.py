@@ -1,8 +1,9 @@
 """The database: connecting, and every line that differs between SQLite and PostgreSQL.
 
 Queries elsewhere are plain SQLAlchemy Core and run on both. What cannot be
-written once for both — URL forms, merging a JSON object in SQL, recognising a
-unique-constraint violation — lives here and nowhere else.
+written once for both — URL forms, a list bound as one parameter, advisory
+locks, recognising a unique violation or a lost lock conflict, SQLite's
+transactions and checkpoints — lives here and nowhere else.
 """
 
 from __future__ import annotations
@@ -84,24 +85,6 @@ def make_readonly_database(url: str) -> Database:
     return Database("sqlite+aiosqlite:///" + uri, timeout=SQLITE_BUSY_TIMEOUT_S, uri=True)
 
 
-def json_merged(dialect: str, column: sa.Column, payload: dict[str, Any]) -> sa.ColumnElement:
-    """SQL for ``column`` with ``payload``'s top-level keys set over it, in one statement.
-
-    Merging in SQL (instead of read, merge in Python, write) means two receipts
-    for one message at once cannot lose each other's fields. The merge is
-    shallow on both databases, as PostgreSQL's ``||`` is: a key in the payload
-    replaces the stored key whole. SQLite's ``json_patch`` would merge nested
-    objects, so the payload's keys are first removed (patched to null), then set.
-    ``payload`` holds no nulls (``jsonsafe.scrub``).
-    """
-    if dialect == "postgresql":
-        # Bound as JSONB values (serialised once by the type), not cast from text.
-        return sa.func.coalesce(column, sa.literal({}, JSONB)).op("||")(sa.literal(payload, JSONB))
-    text = json.dumps(payload, separators=(",", ":"))
-    removed = json.dumps(dict.fromkeys(payload), separators=(",", ":"))
-    return sa.func.json_patch(sa.func.json_patch(sa.func.coalesce(column, "{}"), removed), text)
-
-
 # 64-bit ids (the API accepts ids up to 2**63 - 1). On SQLite the rowid alias
 # must be spelt INTEGER, which is 64-bit there already.
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -136,8 +119,11 @@ async def write_transaction(database: Database, dialect: str):
     ``lock_key``.
     """
     if dialect == "sqlite":
-        # One writer at a time in this process: waiting here costs nothing, while
-        # SQLite's own busy handler would sleep in growing steps on each conflict.
+        # One ``databases`` writer at a time in this process: waiting here costs nothing,
+        # while SQLite's own busy handler would sleep in growing steps on each conflict.
+        # (The pipeline's thread writes on a connection of its own, so it and these
+        # writers — gateway and key changes, a send's first row — do meet in that
+        # handler; they are few beside receipts.)
         lock = _sqlite_write_locks.setdefault(id(database), asyncio.Lock())
         await lock.acquire()
     try:
@@ -191,6 +177,18 @@ def lock_keys(keys) -> sa.TextClause:
     return LOCK_KEYS.bindparams(keys=sorted({_lock_id(tuple(key)) for key in keys}))
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """The database could not do the work at all — unreachable, connection lost,
+    locked past the busy timeout, out of space — rather than refusing one change."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError)):
+        return True
+    return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
+
+
 def is_retryable_conflict(exc: BaseException) -> bool:
     """A PostgreSQL deadlock (40P01) or serialization failure (40001): the
     transaction was rolled back and may simply run again."""
@@ -212,7 +210,8 @@ def sqlite_sync_engine(url: str) -> sa.Engine:
     path = sqlite_file(url)
     if path is None:
         raise ValueError("SMSGW_DATABASE_URL must name a SQLite file (an in-memory database is not shared)")
-    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+                              hide_parameters=True)  # an error never carries a receipt's fields
     # its commits never copy the WAL back into the file: WalCheckpoints does, beside it
     _begin_sqlite_with(engine, "BEGIN IMMEDIATE", f"PRAGMA synchronous={sqlite_synchronous()}",
                        "PRAGMA wal_autocheckpoint=0")
@@ -263,17 +262,26 @@ class WalCheckpoints:
         self.long = frames != copied  # all copied: the log restarts at the next write
 
     def _run(self) -> None:
-        connection = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
-        try:
-            while not self.stopping.wait(self.interval):
-                try:
-                    _busy, frames, _copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error as exc:  # e.g. busy: the next round does it
-                    log.debug("WAL checkpoint skipped (%s)", exc)
-                else:
-                    self.long = frames >= self.restart_frames
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
+        failures = 0
+        connection = None
+        while not self.stopping.wait(self.interval):
+            try:
+                if connection is None:
+                    connection = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+                _busy, frames, _copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:  # e.g. busy: the next round does it
+                failures += 1
+                if failures % 40 == 1:  # said once, then every ~10 s while it lasts
+                    log.warning("the SQLite log could not be checkpointed (%s); it grows until it can",
+                                type(exc).__name__)
+            else:
+                failures = 0
+                self.long = frames >= self.restart_frames
+        if connection is not None:
+            try:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass  # the next start's checkpoints copy it
             connection.close()
 
 

@@ -5,6 +5,7 @@ Reading them (the list, one gateway, and how the API shows one) is ``api.gateway
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 from typing import Any, Mapping
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import audit, callback_tokens, clock, db, passwords, secrets
+from api import audit, callback_tokens, changes, clock, db, passwords, secrets
 from api.bodies import read_body
 from api.gateway_reads import public
 from api.providers import PROVIDERS
@@ -173,9 +174,10 @@ async def delete_gateway(request: Request) -> JSONResponse:
     )
     if deleted is not None:
         # receipts still waiting for one of its messages never will: they expire (kept, never deleted)
-        await database.execute(unmatched_receipts.update().where(
-            unmatched_receipts.c.sms_gateway_id == deleted, unmatched_receipts.c.status == "pending",
-        ).values(status="expired", resolved_at=clock.now_iso()))
+        waiting = await database.fetch_all(sa.select(unmatched_receipts.c.id).where(
+            unmatched_receipts.c.sms_gateway_id == deleted, unmatched_receipts.c.status == changes.PENDING))
+        await asyncio.gather(*(request.app.state.pipeline.submit(changes.ParkedExpiry(row[0], gateway_deleted=True))
+                               for row in waiting))
         await audit.record_request(request, audit.GATEWAY_DELETED, target_type="sms_gateway", target_id=deleted)
         return ok("SMS gateway deleted successfully.", {"id": deleted})
     gateway = await get_or_404(request)

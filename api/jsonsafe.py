@@ -41,8 +41,9 @@ def has_unstorable_text(value: Any) -> bool:
 def scrub(value: Any) -> Any:
     """``value`` made storable: bad characters replaced, nulls inside objects dropped.
 
-    Nulls go because a JSON merge (SQLite's ``json_patch``) reads a null as
-    "delete this key"; dropping them makes every database merge alike.
+    Nulls go because a JSON merge reads a null as "delete this key" (SQLite's
+    ``json_patch``, RFC 7396): a stored payload without them means the same
+    wherever it is merged.
     """
     if isinstance(value, str):
         if value.isascii() and "\x00" not in value:

@@ -56,13 +56,21 @@ class Pipeline:
         self.task: asyncio.Task | None = None
         self.batches = 0
         self.stopped = False
+        self.drained = asyncio.Event()  # nothing queued and no batch under way
         self._current: list[Waiting] = []
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    async def stop(self) -> None:
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Refuse new changes, let what is queued commit (for at most ``drain_timeout``
+        seconds), then stop: a caller is never told "failed" about a change that commits."""
         self.stopped = True
+        if self.task is not None and not self.task.done():
+            try:
+                await asyncio.wait_for(self.drained.wait(), drain_timeout)
+            except TimeoutError:
+                log.warning("stopping with %d changes not committed", self.queue.qsize() + len(self._current))
         if self.task is not None:
             self.task.cancel()
             try:
@@ -85,7 +93,11 @@ class Pipeline:
     async def _run(self) -> None:
         try:
             while True:
+                self._current = []
+                if self.queue.empty():
+                    self.drained.set()
                 batch = self._current = [await self.queue.get()]
+                self.drained.clear()
                 while len(batch) < self.max_batch and not self.queue.empty():
                     batch.append(self.queue.get_nowait())
                 self.batches += 1
@@ -94,8 +106,15 @@ class Pipeline:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning("a batch of %d changes failed (%s); applying them one by one",
-                                len(batch), type(exc).__name__)
+                    if db.is_unavailable(exc):
+                        # The database could do nothing (away, locked, full): one by one would
+                        # only wait as long again for each change. Every caller hears it now.
+                        log.warning("a batch of %d changes could not be stored: the database is unavailable "
+                                    "(%s)", len(batch), type(exc).__name__)
+                        self._answer(batch, exc)
+                        continue
+                    log.error("a batch of %d changes failed; applying them one by one", len(batch),
+                              exc_info=exc)
                     await self._one_by_one(batch)
                     continue
                 for waiting, outcome in zip(batch, outcomes):
@@ -106,6 +125,12 @@ class Pipeline:
             for waiting in self._current:
                 if not waiting.done.done():
                     waiting.done.set_exception(RuntimeError("the state-change pipeline stopped"))
+
+    @staticmethod
+    def _answer(batch: list[Waiting], exc: BaseException) -> None:
+        for waiting in batch:
+            if not waiting.done.done():
+                waiting.done.set_exception(exc)
 
     async def _one_by_one(self, batch: list[Waiting]) -> None:
         for waiting in batch:
@@ -161,15 +186,19 @@ class SqliteBatches:
         self.checkpoints.start()
 
     async def commit(self, batch: list[Change]) -> list[str]:
-        return await asyncio.get_running_loop().run_in_executor(self.thread, self._commit, batch)
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self.thread, self._commit, batch)
+        if self.checkpoints.long:  # after the callers are answered, before the next batch
+            loop.run_in_executor(self.thread, self._finish_checkpoint)
+        return outcomes
 
     def _commit(self, batch: list[Change]) -> list[str]:
         with self.engine.begin() as connection:
-            outcomes = run_batch(connection, batch, self.unmatched_ttl)
-        if self.checkpoints.long:
-            with self.engine.connect() as connection:  # between transactions, as a checkpoint must be
-                self.checkpoints.finish(connection.connection.dbapi_connection)
-        return outcomes
+            return run_batch(connection, batch, self.unmatched_ttl)
+
+    def _finish_checkpoint(self) -> None:
+        with self.engine.connect() as connection:  # between transactions, as a checkpoint must be
+            self.checkpoints.finish(connection.connection.dbapi_connection)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.thread, self.engine.dispose)
@@ -185,7 +214,8 @@ class PostgresBatches:
 
     def __init__(self, url: str, unmatched_ttl: float):
         self.unmatched_ttl = unmatched_ttl
-        self.engine = create_async_engine(db.connect_url(url), pool_size=1, max_overflow=1, pool_pre_ping=True)
+        self.engine = create_async_engine(db.connect_url(url), pool_size=1, max_overflow=1, pool_pre_ping=True,
+                                          hide_parameters=True)  # an error never carries a receipt's fields
 
     async def commit(self, batch: list[Change]) -> list[str]:
         for attempt in range(1, self.ATTEMPTS + 1):

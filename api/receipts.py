@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from api import clock, db, jsonsafe
 from api.bodies import read_body
-from api.changes import MAX_EXTERNAL_ID, Receipt
+from api.changes import Receipt, keepable
 from api.peer import client_address
 from api.providers import jasmin
 from api.responses import ApiError
@@ -52,7 +52,7 @@ def parse_receipt(fields: Mapping[str, Any]) -> Receipt:
     external_id = next((t for t in (_text(fields.get(k)) for k in ID_FIELDS) if t), None)
     if external_id is not None:
         # Longer than any id smsgw stores: it can never match, so it is no id at all.
-        external_id = jsonsafe.scrub(external_id) if len(external_id) <= MAX_EXTERNAL_ID else None
+        external_id = jsonsafe.scrub(external_id) if keepable(external_id) else None
     status = next((t for t in (_text(fields.get(k)) for k in STATUS_FIELDS) if t), DEFAULT_STATUS)
     payload = jsonsafe.scrub({
         key: value for key, value in fields.items() if key.lower() not in SECRET_FIELDS

@@ -1,8 +1,8 @@
 """``smsgw api`` with several worker processes (SMSGW_API_WORKERS / --workers).
 
 Each worker runs its own state-change pipeline on the one database: receipts
-answered by any worker are all stored, and a receipt that reaches another
-worker than its message's send still finds the message.
+answered by whichever worker the kernel hands a connection to are all stored,
+each finds its message, and every worker writes smsgw's own log lines.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def test_with_two_workers_every_receipt_is_stored_and_finds_its_message(tmp_path
         parked = admin.get(f"/api/sms-gateways/{gateway['id']}/unmatched-dlrs", params={"limit": 100}).json()
         assert len(parked["data"]) == 54
         admin.close()
+        # smsgw's access line for each receipt, from whichever worker answered it
+        assert api.log.count(f'"POST /webhooks/jasmin/{gateway["id"]}/dlr" 200') == 60
     finally:
         stub.stop()
         api.process.stop()

@@ -41,8 +41,10 @@ def test_a_receipt_moves_its_message_forward_and_merges_its_fields():
 def test_a_late_receipt_changes_nothing_but_is_recorded():
     done = message(state=states.DELIVERED, delivery_status="delivrd")
     plan = changes.plan(receipt("esme_rok"), Facts(message=done), NOW, 3600)
-    assert plan.message["state"] == states.DELIVERED and plan.event["changed"] is False
-    assert "already final" in plan.event["reason"]
+    assert plan.message is None  # nothing to write but the event
+    assert plan.event["changed"] is False and "already final" in plan.event["reason"]
+    flagged = changes.plan(receipt("undeliv"), Facts(message=done), NOW, 3600)
+    assert flagged.message["status_conflict"] is True and flagged.message["state"] == states.DELIVERED
 
 
 def test_a_receipt_without_its_message_is_parked_until_the_ttl_and_ignored_for_an_unknown_gateway():

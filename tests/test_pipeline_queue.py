@@ -37,10 +37,8 @@ def test_waiting_receipts_share_one_commit_and_a_bad_one_fails_alone():
 
 def test_a_receipt_is_answered_only_after_its_batch_is_committed():
     order: list[str] = []
-    release = asyncio.Event
-
     async def run():
-        gate = release()
+        gate = asyncio.Event()
 
         committing = asyncio.Event()
 
@@ -63,7 +61,36 @@ def test_a_receipt_is_answered_only_after_its_batch_is_committed():
     assert order == ["committed", "ok"]
 
 
-def test_a_stopped_pipeline_answers_every_waiting_receipt_and_refuses_new_ones():
+def test_stopping_lets_the_batch_under_way_commit_and_answers_its_callers():
+    async def run():
+        gate, committing = asyncio.Event(), asyncio.Event()
+
+        async def commit_batch(batch):
+            committing.set()
+            await gate.wait()
+            return [f"ok:{change}" for change in batch]
+
+        pipeline = Pipeline(commit_batch)
+        pipeline.start()
+        waiting = [asyncio.create_task(pipeline.submit(w)) for w in "ab"]
+        await asyncio.wait_for(committing.wait(), timeout=10)
+        stopping = asyncio.create_task(pipeline.stop(drain_timeout=60))
+        while not pipeline.stopped:  # stop() has begun: new changes are refused, the batch goes on
+            await asyncio.sleep(0)
+        try:
+            await pipeline.submit("late")
+        except RuntimeError as exc:
+            late = exc
+        gate.set()
+        await asyncio.wait_for(stopping, timeout=60)
+        return [w.result() for w in waiting], late
+
+    results, late = asyncio.run(run())
+    assert results == ["ok:a", "ok:b"]
+    assert "not running" in str(late)
+
+
+def test_a_pipeline_that_cannot_drain_answers_every_waiting_receipt_and_refuses_new_ones():
     async def run():
         gate = asyncio.Event()
 
@@ -78,7 +105,7 @@ def test_a_stopped_pipeline_answers_every_waiting_receipt_and_refuses_new_ones()
         pipeline.start()
         waiting = [asyncio.create_task(pipeline.submit(w)) for w in "abc"]
         await asyncio.wait_for(committing.wait(), timeout=10)
-        await pipeline.stop()
+        await pipeline.stop(drain_timeout=0.05)  # gives up waiting for a commit that never ends
         results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=2)
         try:
             await pipeline.submit("late")
