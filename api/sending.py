@@ -8,8 +8,10 @@ messages back is ``api.messages``; the call itself is ``api.gateway_call``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -27,6 +29,8 @@ from api.resources import fetch_gateway, gateway_not_found, get_or_404
 from api.responses import ApiError, ok
 from api.tables import events, gateways, messages
 from api.validation import Field, ValidationFailed, validate
+
+log = logging.getLogger("smsgw.sending")
 
 MAX_MESSAGE_CHARS = 1600  # ten concatenated UCS-2 segments and then some
 
@@ -214,7 +218,24 @@ async def insert_queued(database, dialect: str, gateway_id: int, fields: dict[st
     return message_id
 
 
+OUTCOME_RETRIES = (0.5, 1, 2, 4, 8)  # seconds between tries while the database is away
+
+
 async def record_outcome(pipeline, message_id: int, gateway_id: int, outcome: Outcome) -> str:
     """The gateway's answer, through the state-change pipeline: ``submitted`` (then any
-    receipts that arrived first are applied) or ``failed`` (see ``api.changes``)."""
-    return await pipeline.submit(changes.SendOutcome(message_id, gateway_id, outcome))
+    receipts that arrived first are applied) or ``failed`` (see ``api.changes``).
+
+    It is the only record of an SMS that may have gone out, so while the database
+    is away it is tried again for about 15 s before the error is let through (the
+    message then stays ``queued`` and housekeeping marks it interrupted)."""
+    change = changes.SendOutcome(message_id, gateway_id, outcome)
+    for pause in OUTCOME_RETRIES:
+        try:
+            return await pipeline.submit(change)
+        except Exception as exc:
+            if not db.is_unavailable(exc):
+                raise
+            log.warning("the answer for message %s could not be recorded yet (%s); trying again in %g s",
+                        message_id, type(exc).__name__, pause)
+            await asyncio.sleep(pause)
+    return await pipeline.submit(change)

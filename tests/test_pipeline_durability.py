@@ -12,7 +12,7 @@ import threading
 
 import httpx
 
-from tests.servers import start_api, wait_until
+from tests.servers import StubGateway, start_api, wait_until
 
 ADMIN = "durability-admin-key-" + "x" * 32
 
@@ -78,4 +78,37 @@ def test_a_receipt_that_cannot_be_stored_is_a_retryable_503_and_stored_when_sent
         with sqlite3.connect(tmp_path / "smsgw.db") as db:
             assert db.execute("SELECT external_message_id FROM unmatched_receipts").fetchall() == [("not-yet-known",)]
     finally:
+        api.process.stop()
+
+
+def test_a_gateways_answer_is_recorded_once_the_database_is_back(tmp_path):
+    """The answer to a send is the only record of an SMS that may have gone out: while
+    the database cannot take it, it is tried again, and the send ends submitted."""
+    api = start_api(tmp_path, SMSGW_ADMIN_KEY=ADMIN)
+    stub = StubGateway().start()
+    release = threading.Event()
+    try:
+        admin = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60)
+        gateway = admin.post("/api/sms-gateways", json={
+            "name": "s", "server_host": "127.0.0.1", "server_port": stub.port, "default_sender_id": "S"}).json()["data"]
+        stub.answer(200, {"data": 'Success "back-1'}, hold=release)
+        replies = []
+        sending = threading.Thread(target=lambda: replies.append(admin.post(
+            f"/api/sms-gateways/{gateway['id']}/send", json={"to_number": "+14155550123", "message": "m"})))
+        sending.start()
+        wait_until(lambda: len(stub.received) == 1, timeout=30, what="the gateway to be called")
+        with sqlite3.connect(tmp_path / "smsgw.db") as db:  # the history table goes away mid-send
+            db.execute("ALTER TABLE sms_message_events RENAME TO sms_message_events_away")
+        release.set()
+        wait_until(lambda: "could not be recorded yet" in api.log, timeout=30, what="a failed try")
+        with sqlite3.connect(tmp_path / "smsgw.db") as db:
+            db.execute("ALTER TABLE sms_message_events_away RENAME TO sms_message_events")
+        sending.join(60)
+        assert replies[0].status_code == 201
+        message = replies[0].json()["data"]
+        assert (message["state"], message["external_message_id"]) == ("submitted", "back-1")
+        admin.close()
+    finally:
+        release.set()
+        stub.stop()
         api.process.stop()
