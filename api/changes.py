@@ -217,8 +217,8 @@ def _send_outcome(change: SendOutcome, facts: Facts, now: str) -> Plan:
         external_id, id_problem = None, (
             f"gateway returned id {outcome.external_id!r}, already held by message {facts.holder}; "
             "receipts cannot be matched to this message")
-    waiting = _still_waiting(facts.waiting, now) if external_id is not None else ()
-    later = tuple(ParkedReceipt(row) for row in waiting)
+    waiting = facts.waiting if external_id is not None else ()
+    later = tuple(ParkedReceipt(row) for row in waiting if _still_waiting(row, now))
     state = message["state"]
     if state != states.QUEUED:
         # e.g. marked interrupted meanwhile: the state stays, but an accepted send gives
@@ -252,8 +252,9 @@ def _send_outcome(change: SendOutcome, facts: Facts, now: str) -> Plan:
         payload=outcome.remote_response, reason=f"the gateway accepted it as {outcome.external_id[:300]!r}"))
 
 
-def _still_waiting(rows: tuple[Mapping[str, Any], ...], now: str) -> tuple[Mapping[str, Any], ...]:
-    return tuple(row for row in rows if row["status"] == PENDING and row["expires_at"] > now)
+def _still_waiting(row: Mapping[str, Any], now: str) -> bool:
+    """A parked receipt that may still find its message: pending, and its time not run out."""
+    return row["status"] == PENDING and row["expires_at"] > now
 
 
 def _interruption(facts: Facts, now: str) -> Plan:
@@ -269,7 +270,7 @@ def _interruption(facts: Facts, now: str) -> Plan:
 
 def _parked_expiry(change: ParkedExpiry, facts: Facts, now: str) -> Plan:
     row = facts.parked
-    if row is None or row["status"] != PENDING or (row["expires_at"] > now and not change.gateway_deleted):
+    if row is None or row["status"] != PENDING or (_still_waiting(row, now) and not change.gateway_deleted):
         return Plan("unchanged")
     return Plan(EXPIRED, resolve={"status": EXPIRED, "message_id": None, "resolved_at": now})
 

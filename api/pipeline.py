@@ -77,10 +77,8 @@ class Pipeline:
                 await self.task
             except asyncio.CancelledError:
                 pass
-        while not self.queue.empty():  # nobody waits forever on a stopped pipeline
-            waiting = self.queue.get_nowait()
-            if not waiting.done.done():
-                waiting.done.set_exception(RuntimeError("the state-change pipeline stopped"))
+        left = [self.queue.get_nowait() for _ in range(self.queue.qsize())]
+        self._fail(left, RuntimeError("the state-change pipeline stopped"))  # nobody waits forever
 
     async def submit(self, change: Change) -> str:
         """Queue ``change`` and wait until it is committed; return its outcome (``Plan.outcome``)."""
@@ -111,7 +109,7 @@ class Pipeline:
                         # only wait as long again for each change. Every caller hears it now.
                         log.warning("a batch of %d changes could not be stored: the database is unavailable "
                                     "(%s)", len(batch), type(exc).__name__)
-                        self._answer(batch, exc)
+                        self._fail(batch, exc)
                         continue
                     log.error("a batch of %d changes failed; applying them one by one", len(batch),
                               exc_info=exc)
@@ -122,12 +120,10 @@ class Pipeline:
                         waiting.done.set_result(outcome)
         finally:
             # Stopped (or broken): nobody waits forever on a change taken off the queue.
-            for waiting in self._current:
-                if not waiting.done.done():
-                    waiting.done.set_exception(RuntimeError("the state-change pipeline stopped"))
+            self._fail(self._current, RuntimeError("the state-change pipeline stopped"))
 
     @staticmethod
-    def _answer(batch: list[Waiting], exc: BaseException) -> None:
+    def _fail(batch: list[Waiting], exc: BaseException) -> None:
         for waiting in batch:
             if not waiting.done.done():
                 waiting.done.set_exception(exc)
@@ -137,8 +133,7 @@ class Pipeline:
             try:
                 outcome = (await self.commit([waiting.change]))[0]
             except Exception as exc:
-                if not waiting.done.done():
-                    waiting.done.set_exception(exc)
+                self._fail([waiting], exc)
             else:
                 if not waiting.done.done():
                     waiting.done.set_result(outcome)
