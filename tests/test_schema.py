@@ -101,14 +101,19 @@ def old_gateway(gateway_id: int, previous: bool, true: str = "1", false: str = "
                               true=true, false=false)
 
 
+def sqlite_migrated_from_0003(path, gateway_ids: tuple[int, int]) -> None:
+    """A SQLite file at 0003 with two gateways (the second with a previous token), migrated to head."""
+    migrate(f"sqlite:///{path}", "0003")
+    with sqlite3.connect(path) as db:
+        for gateway_id in gateway_ids:
+            db.execute(old_gateway(gateway_id, previous=gateway_id == gateway_ids[1]))
+    migrate(f"sqlite:///{path}", "head")
+
+
 def test_sqlite_gateway_ids_are_kept_and_never_reused_after_migrating(tmp_path):
     """Finding 7: SQLite handed a deleted gateway's id to the next one created."""
     path = tmp_path / "old.db"
-    migrate(f"sqlite:///{path}", "0003")
-    with sqlite3.connect(path) as db:
-        for gateway_id in (3, 4):
-            db.execute(old_gateway(gateway_id, previous=gateway_id == 4))
-    migrate(f"sqlite:///{path}", "head")
+    sqlite_migrated_from_0003(path, (3, 4))
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT id, callback_token FROM sms_gateways ORDER BY id").fetchall() == [
             (3, "tok-3"), (4, "tok-4")]
@@ -118,11 +123,7 @@ def test_sqlite_gateway_ids_are_kept_and_never_reused_after_migrating(tmp_path):
 
 def test_sqlite_keeps_the_previous_token_when_migrating(tmp_path):
     path = tmp_path / "old.db"
-    migrate(f"sqlite:///{path}", "0003")
-    with sqlite3.connect(path) as db:
-        for gateway_id in (3, 7):
-            db.execute(old_gateway(gateway_id, previous=gateway_id == 7))
-    migrate(f"sqlite:///{path}", "head")
+    sqlite_migrated_from_0003(path, (3, 7))
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT id, previous_callback_tokens FROM sms_gateways ORDER BY id").fetchall()
     assert [(i, json.loads(h)) for i, h in rows] == [
