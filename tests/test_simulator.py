@@ -1,4 +1,5 @@
-"""The Jasmin simulator as a real process: Jasmin's two send APIs and its DLR thrower."""
+"""The Jasmin simulator as a real process: Jasmin's two send APIs, its DLR thrower, and a
+real gateway's limits (throughput, scripted refusals, slow replies, dropped connections)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from simulator import limits
 from tests.servers import SMSGW, Reply, StubGateway, free_port, healthy, start, wait_until
 
 AUTH = ("sim-user", "sim-pass")
@@ -27,14 +29,21 @@ def simulator(tmp_path_factory):
 
 
 @pytest.fixture
-def receiver(simulator):
+def knobs(simulator):
+    """The simulator's knobs, reset after the test."""
+    yield simulator + "/_simulator/config"
+    httpx.post(simulator + "/_simulator/config", json={
+        "final_status": "DELIVRD", "duplicates": 0, "out_of_order": False, "error": None, "max_retries": 3,
+        "throughput": None, "script": []})
+
+
+@pytest.fixture
+def receiver(simulator, knobs):
     """Where receipts are thrown: answers ACK/Jasmin; the simulator's knobs reset after each test."""
     stub = StubGateway().start()
     stub.answer(200, "ACK/Jasmin", content_type="text/plain")
     yield stub
     stub.stop()
-    httpx.post(simulator + "/_simulator/config", json={
-        "final_status": "DELIVRD", "duplicates": 0, "out_of_order": False, "error": None, "max_retries": 3})
 
 
 def rest_send(simulator, **fields):
@@ -152,3 +161,134 @@ def test_the_generic_json_gateway(simulator, receiver):
     assert receiver.received[0].json() == {"message_id": message_id, "status": "delivered",
                                            "reported_status": "DELIVRD"}
     assert httpx.post(simulator + "/http/send", auth=("x", "y"), json={}).status_code == 401
+
+
+# --- a real gateway's limits ---------------------------------------------------
+
+HTTP_FIELDS = {"username": AUTH[0], "password": AUTH[1], "to": "15550002", "from": "S"}
+
+
+def send_on(simulator, route, content):
+    """One send on ``route`` (rest, http or generic) carrying ``content``."""
+    if route == "rest":
+        return rest_send(simulator, content=content)
+    if route == "http":
+        return httpx.post(simulator + "/send", data={**HTTP_FIELDS, "content": content})
+    return httpx.post(simulator + "/http/send", auth=AUTH, json={"to": "1", "from": "S", "content": content})
+
+
+def accepted_contents(simulator):
+    return [m["content"] for m in httpx.get(simulator + "/_simulator/messages").json()["data"]]
+
+
+def stats(simulator):
+    return httpx.get(simulator + "/_simulator/stats").json()
+
+
+THROTTLED = {
+    "rest": lambda r: r.status_code == 403 and r.json() == {"message": 'Error "User throughput exceeded"'},
+    "http": lambda r: r.status_code == 403 and r.text == 'Error "User throughput exceeded"',
+    "generic": lambda r: (r.status_code == 429 and r.json() == {"error": "too many requests"}
+                          and int(r.headers["Retry-After"]) >= 1),
+}
+
+
+@pytest.mark.parametrize("route", ["rest", "http", "generic"])
+def test_throughput_refuses_a_send_too_soon_after_the_last_accepted(simulator, knobs, route):
+    assert httpx.post(knobs, json={"throughput": 0.5}).status_code == 200  # one every 2 s: a generous margin
+    # The first send accepted (once any earlier test's last one is 2 s old)...
+    wait_until(lambda: send_on(simulator, route, "paced-first").status_code < 300, what="an accepted send")
+    # ...makes the next one, sent at once, too soon: refused as Jasmin refuses it.
+    before = stats(simulator)["refused"]["throughput"]
+    too_soon = send_on(simulator, route, f"too-soon-{route}")
+    assert THROTTLED[route](too_soon), (too_soon.status_code, too_soon.headers, too_soon.text)
+    assert f"too-soon-{route}" not in accepted_contents(simulator)
+    assert stats(simulator)["refused"]["throughput"] >= before + 1
+    # A send spaced by the interval is accepted again.
+    wait_until(lambda: send_on(simulator, route, "paced-later").status_code < 300, what="a spaced send accepted")
+
+
+def test_pace_is_jasmins_minimum_interval_between_accepted_sends():
+    pace = limits.Pace()
+    assert pace.admit(2, 100.0) == 0  # the first send always goes
+    assert pace.admit(2, 100.1) == pytest.approx(0.4)
+    assert pace.admit(2, 100.4) == pytest.approx(0.1)  # a refusal does not move the mark
+    assert pace.admit(2, 100.5) == 0
+    assert pace.admit(None, 100.5) == 0  # no throughput: no pacing
+    assert limits.retry_after(0.1) == "1" and limits.retry_after(2.2) == "3"
+
+
+def test_per_second_counts_forget_seconds_older_than_ten_minutes():
+    counts = limits.Stats()
+    for now in (1000.2, 1000.7, 1001.0, 1000.0 + limits.KEEP_SECONDS + 1):
+        counts.count_accepted(now)
+    assert counts.accepted == 4
+    assert counts.per_second == {1001: 1, 1000 + limits.KEEP_SECONDS + 1: 1}
+
+
+def test_without_throughput_back_to_back_sends_are_all_accepted(simulator, knobs):
+    httpx.post(knobs, json={"throughput": None})
+    assert [send_on(simulator, "generic", "free").status_code for _ in range(5)] == [201] * 5
+
+
+def test_a_scripted_status_answers_once_on_each_route_then_sends_are_normal(simulator, knobs):
+    script = [{"status": 503, "text": "Service unavailable", "retry_after": 2}] * 3
+    assert httpx.post(knobs, json={"script": script}).status_code == 200
+    rest, http, generic = (send_on(simulator, route, "scripted-503") for route in ("rest", "http", "generic"))
+    assert (rest.status_code, rest.json()) == (503, {"message": 'Error "Service unavailable"'})
+    assert (http.status_code, http.text) == (503, 'Error "Service unavailable"')
+    assert (generic.status_code, generic.json()) == (503, {"error": "Service unavailable"})
+    assert {r.headers["Retry-After"] for r in (rest, http, generic)} == {"2"}
+    assert "scripted-503" not in accepted_contents(simulator)
+    assert httpx.get(knobs).json()["data"]["script"] == []
+    assert send_on(simulator, "rest", "after-script").status_code == 200
+
+
+def test_a_scripted_delay_is_a_timeout_for_the_caller_but_the_message_is_accepted(simulator, knobs):
+    httpx.post(knobs, json={"script": [{"delay": 1.5}]})
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(simulator + "/secure/send", auth=AUTH, timeout=0.3,
+                   json={"to": "1", "from": "S", "content": "slow-one"})
+    wait_until(lambda: "slow-one" in accepted_contents(simulator), what="the slow send accepted")
+    assert send_on(simulator, "rest", "fast-again").status_code == 200
+
+
+def test_a_scripted_drop_closes_the_connection_unanswered(simulator, knobs):
+    httpx.post(knobs, json={"script": [{"drop": True}]})
+    before = stats(simulator)["refused"]["dropped"]
+    with pytest.raises(httpx.RemoteProtocolError):
+        send_on(simulator, "generic", "dropped-one")
+    assert "dropped-one" not in accepted_contents(simulator)
+    assert stats(simulator)["refused"]["dropped"] == before + 1
+    assert send_on(simulator, "generic", "after-drop").status_code == 201
+
+
+@pytest.mark.parametrize("changes", [
+    {"throughput": 0}, {"throughput": "fast"}, {"script": {"status": 503}}, {"script": [{"status": 200}]},
+    {"script": [{"status": 503, "retry_after": 1.5}]}, {"script": [{"delay": -1}]}, {"script": [{"drop": 1}]},
+    {"script": [{"drop": True, "delay": 1}]}, {"script": [{"wait": 1}]},
+])
+def test_bad_limits_are_refused(simulator, knobs, changes):
+    response = httpx.post(knobs, json=changes)
+    assert response.status_code == 422, changes
+    current = httpx.get(knobs).json()["data"]
+    assert (current["throughput"], current["script"]) == (None, [])
+
+
+def test_stats_count_every_accepted_send_per_second_and_refusals_until_reset(simulator, knobs):
+    httpx.post(simulator + "/_simulator/stats/reset")
+    for _ in range(3):
+        assert send_on(simulator, "generic", "counted").status_code == 201
+    httpx.post(knobs, json={"error": {"status": 412, "text": "No route found"}})
+    assert send_on(simulator, "rest", "not-counted").status_code == 412
+    counted = stats(simulator)
+    assert counted["accepted"] == 3 and sum(counted["per_second"].values()) == 3
+    assert all(second.isdigit() for second in counted["per_second"])
+    assert counted["refused"]["error"] == 1
+    httpx.post(simulator + "/_simulator/stats/reset")
+    assert stats(simulator) == {"accepted": 0, "refused": dict.fromkeys(counted["refused"], 0), "per_second": {}}
+
+
+def test_the_listing_records_validity_period(simulator):
+    assert rest_send(simulator, **{"validity-period": 30}).status_code == 200
+    assert httpx.get(simulator + "/_simulator/messages").json()["data"][0]["validity-period"] == 30
