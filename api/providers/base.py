@@ -8,6 +8,8 @@ pure, with the reply helpers below; ``api.gateway_call`` does the I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
 
 from api import jsonsafe
@@ -20,6 +22,13 @@ UNREACHABLE = "unreachable"            # no connection, or it broke
 TIMEOUT = "timeout"                    # no answer within SMSGW_GATEWAY_TIMEOUT
 SECRET_UNAVAILABLE = "secret_unavailable"  # the password is sealed with a key this process lacks
 
+MAX_RETRY_AFTER = 3600.0  # seconds: a gateway asking for longer is still retried within the hour
+
+# retry: may a failed send be tried again? (``api.retries`` decides whether it is)
+SAFE = "safe"            # the gateway did not take the message: trying again cannot send it twice
+AMBIGUOUS = "ambiguous"  # the gateway may have taken it: trying again may send it twice
+# None: final, accepted or definitively refused (bad credentials, a bad number...)
+
 
 @dataclass(frozen=True)
 class Submission:
@@ -29,6 +38,7 @@ class Submission:
     sender: str
     text: str
     dlr_url: str
+    validity_minutes: int | None = None  # how long the SMSC may keep trying; None: its default
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class Outcome:
     remote_response: dict[str, Any] | None = None
     failure_reason: str | None = None
     failure_code: str | None = None
+    retry: str | None = None          # SAFE, AMBIGUOUS, or None: final
+    retry_after: float | None = None  # seconds, from the reply's Retry-After
 
     @property
     def timed_out(self) -> bool:
@@ -100,11 +112,27 @@ def as_remote_response(status: int, body: bytes, parsed: dict[str, Any] | None) 
 
 def gateway_error(status: int, body: bytes, parsed: dict[str, Any] | None, detail: str | None,
                   code: str = GATEWAY_ERROR) -> Outcome:
+    """An error status, read; ``code`` is THROTTLED when the provider recognised "too fast"."""
     reason = f"gateway answered HTTP {status}"
     if detail:
         reason += f": {jsonsafe.scrub(detail[:500])}"
     return Outcome(ok=False, remote_response=as_remote_response(status, body, parsed),
-                   failure_reason=reason, failure_code=code)
+                   failure_reason=reason, failure_code=code, retry=retry_kind(status, code))
+
+
+def retry_kind(status: int, code: str = GATEWAY_ERROR) -> str | None:
+    """Whether an error status may be tried again.
+
+    A throttle (429, Jasmin's throughput 403) and a 503 say the gateway did not
+    take the message: SAFE. Any other 5xx may come after the gateway passed the
+    message on: AMBIGUOUS. Any other 4xx (bad credentials, a bad number) would
+    only be refused again: None, final.
+    """
+    if status in (429, 503) or code == THROTTLED:
+        return SAFE
+    if 500 <= status < 600:
+        return AMBIGUOUS
+    return None
 
 
 def unreadable(status: int, body: bytes, parsed: dict[str, Any] | None, expected: str) -> Outcome:
@@ -114,3 +142,26 @@ def unreadable(status: int, body: bytes, parsed: dict[str, Any] | None, expected
         failure_reason=f"gateway reply could not be understood (HTTP {status}): expected {expected}",
         failure_code=UNREADABLE_REPLY,
     )
+
+
+def retry_after(value: str | None, now: datetime) -> float | None:
+    """A ``Retry-After`` header in seconds from ``now``: delta-seconds or an HTTP date.
+
+    Bounded to 0..MAX_RETRY_AFTER, so a date in the past means "now" and a
+    gateway cannot park a message for a day; anything unreadable is None (ignored).
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    if text.isascii() and text.isdigit():
+        digits = text.lstrip("0") or "0"
+        seconds = float(int(digits)) if len(digits) <= 9 else MAX_RETRY_AFTER  # more digits: years
+    else:
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if moment.tzinfo is None:  # "-0000": a time in UTC, as HTTP dates are
+            moment = moment.replace(tzinfo=now.tzinfo)
+        seconds = (moment - now).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

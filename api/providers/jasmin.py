@@ -40,7 +40,8 @@ def send_fields(sub: Submission) -> dict[str, Any]:
     """The send fields both Jasmin APIs take: GSM-7 as ``content``, else UCS-2 as hex.
 
     Receipts at level 3 (the SMSC's answer and the handset's): level 2 alone
-    says nothing when the SMSC rejects the message.
+    says nothing when the SMSC rejects the message. ``validity-period`` (whole
+    minutes) when the message has one, so the SMSC stops trying when smsgw would.
     """
     encoded = encoding.encode(sub.text)
     fields: dict[str, Any] = {"to": sub.to, "from": sub.sender, "coding": encoded.data_coding}
@@ -48,6 +49,8 @@ def send_fields(sub: Submission) -> dict[str, Any]:
         fields["content"] = sub.text
     else:
         fields["hex-content"] = encoding.ucs2_hex(sub.text)
+    if sub.validity_minutes is not None:
+        fields["validity-period"] = int(sub.validity_minutes)
     fields.update({"dlr": "yes", "dlr-url": sub.dlr_url, "dlr-level": 3, "dlr-method": "POST"})
     return fields
 

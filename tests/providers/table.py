@@ -7,7 +7,7 @@ from pathlib import Path
 from api.providers.base import GATEWAY_ERROR, UNREADABLE_REPLY, Outcome
 
 HERE = Path(__file__).parent
-UNREADABLE = {"ok": False, "external_id": None, "failure_code": UNREADABLE_REPLY}
+UNREADABLE = {"ok": False, "external_id": None, "failure_code": UNREADABLE_REPLY, "retry": None}
 
 
 def sample(protocol: str, name: str) -> bytes:
@@ -20,8 +20,9 @@ def reply(protocol: str, given: str | bytes) -> bytes:
     return sample(protocol, given) if isinstance(given, str) else given
 
 
-def failed(status: int, detail: str, code: str = GATEWAY_ERROR) -> dict:
-    return {"ok": False, "external_id": None, "failure_code": code,
+def failed(status: int, detail: str, code: str = GATEWAY_ERROR, retry: str | None = None) -> dict:
+    """An error reply, read: ``retry`` None (the default) means refused for good."""
+    return {"ok": False, "external_id": None, "failure_code": code, "retry": retry,
             "failure_reason": f"gateway answered HTTP {status}: {detail}"}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from api.providers import http_json
-from api.providers.base import Submission, WireRequest
+from api.providers.base import AMBIGUOUS, SAFE, Submission, WireRequest
 from tests.providers.table import UNREADABLE, failed, reply, said
 
 GATEWAY = {"server_host": "gw.local", "server_port": 80, "api_path": "http/send",
@@ -22,8 +22,11 @@ REPLIES = [
     (401, "send-401.json", failed(401, "unauthorized")),
     (422, "send-422.json", failed(422, "to, from and content are required strings")),
     (422, b'{"error": "invalid number"}', failed(422, "invalid number")),
-    (429, b'{"message": "slow down"}', failed(429, "slow down", "throttled")),
-    (500, b"<html>oops</html>", {"ok": False, "failure_code": "gateway_error",
+    (429, b'{"message": "slow down"}', failed(429, "slow down", "throttled", SAFE)),
+    (503, b'{"error": "maintenance"}', failed(503, "maintenance", retry=SAFE)),
+    (502, b'{"error": "bad gateway"}', failed(502, "bad gateway", retry=AMBIGUOUS)),
+    (400, b'{"error": "bad request"}', failed(400, "bad request")),
+    (500, b"<html>oops</html>", {"ok": False, "failure_code": "gateway_error", "retry": AMBIGUOUS,
                                  "failure_reason": "gateway answered HTTP 500",
                                  "remote_response": {"http_status": 500, "body": "<html>oops</html>"}}),
     # the id: message_id, else id, else messageId; at the top level, else inside data
@@ -48,3 +51,9 @@ def test_request_is_json_with_basic_auth_and_the_text_as_it_is():
     assert http_json.build(GATEWAY, SUB) == WireRequest(
         "POST", "http://gw.local:80/http/send", auth=("foo", "bar"),
         json={"to": "+14155550123", "from": "ACME", "content": "Привет", "dlr-url": "https://x/dlr?token=t"})
+
+
+def test_the_generic_request_carries_no_validity():
+    # the generic contract has no validity field: a gateway that refuses unknown keys must not see one
+    with_validity = Submission(to=SUB.to, sender=SUB.sender, text=SUB.text, dlr_url=SUB.dlr_url, validity_minutes=60)
+    assert http_json.build(GATEWAY, with_validity) == http_json.build(GATEWAY, SUB)

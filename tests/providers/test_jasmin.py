@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import pytest
 
 from api.providers import jasmin
-from api.providers.base import Submission, WireRequest
+from api.providers.base import AMBIGUOUS, SAFE, Submission, WireRequest
 from tests.providers.table import UNREADABLE, failed, reply, said, sample
 
 GATEWAY = {"server_host": "jasmin.local", "server_port": 8080, "api_path": "secure/send",
@@ -26,7 +26,12 @@ REPLIES = [
     (jasmin.read_rest, 200, b'{"data": "Success \\"abc\\""}', {"ok": True, "external_id": "abc"}),
     (jasmin.read_rest, 412, "rest-send-412.json", failed(412, "No route found")),
     (jasmin.read_rest, 403, "rest-send-403.json", failed(403, "Authentication failure for username:foo")),
-    (jasmin.read_rest, 403, "rest-send-403-throughput.json", failed(403, "User throughput exceeded", "throttled")),
+    (jasmin.read_rest, 403, "rest-send-403-throughput.json",
+     failed(403, "User throughput exceeded", "throttled", SAFE)),
+    (jasmin.read_rest, 503, b'{"message": "Error \\"Interception specific error code 503\\""}',
+     failed(503, "Interception specific error code 503", retry=SAFE)),
+    (jasmin.read_rest, 500, b'{"message": "Error \\"Cannot send submit_sm\\""}',
+     failed(500, "Cannot send submit_sm", retry=AMBIGUOUS)),
     (jasmin.read_rest, 200, b"", UNREADABLE),
     (jasmin.read_rest, 200, b'Success "x"', UNREADABLE),
     (jasmin.read_rest, 200, b'{"data": "Error \\"x\\""}', UNREADABLE),
@@ -39,12 +44,13 @@ REPLIES = [
      failed(400, "Argument [to] has an invalid value: [abc].")),
     (jasmin.read_http, 403, b'Error "Authentication failure for username:foo"',
      failed(403, "Authentication failure for username:foo")),
-    (jasmin.read_http, 403, b'Error "User throughput exceeded"', failed(403, "User throughput exceeded", "throttled")),
+    (jasmin.read_http, 403, b'Error "User throughput exceeded"',
+     failed(403, "User throughput exceeded", "throttled", SAFE)),
     (jasmin.read_http, 412, b'Error "No route found"', failed(412, "No route found")),
     (jasmin.read_http, 500, b'Error "Cannot send submit_sm, check SMPPClientManagerPB log file for details"',
-     failed(500, "Cannot send submit_sm, check SMPPClientManagerPB log file for details")),
+     failed(500, "Cannot send submit_sm, check SMPPClientManagerPB log file for details", retry=AMBIGUOUS)),
     (jasmin.read_http, 503, b'Error "Interception specific error code 503"',
-     failed(503, "Interception specific error code 503")),
+     failed(503, "Interception specific error code 503", retry=SAFE)),
     (jasmin.read_http, 200, b"", UNREADABLE),
     (jasmin.read_http, 200, b"OK", UNREADABLE),
     (jasmin.read_http, 200, b'Error "x"', UNREADABLE),
@@ -75,6 +81,17 @@ BUILDS = [
         form={"to": "+14155550123", "from": "ACME", "coding": "0", "content": "hello", "dlr": "yes",
               "dlr-url": "https://x/dlr?token=t", "dlr-level": "3", "dlr-method": "POST",
               "username": "foo", "password": "bar"})),
+    ("REST, a validity in minutes", jasmin.build_rest, GATEWAY,
+     Submission("+14155550123", "ACME", "hello", "https://x/dlr?token=t", validity_minutes=90), WireRequest(
+         "POST", "http://jasmin.local:8080/secure/send", auth=("foo", "bar"),
+         json={"to": "+14155550123", "from": "ACME", "coding": 0, "content": "hello", "validity-period": 90,
+               **RECEIPTS})),
+    ("HTTP API, a validity in minutes", jasmin.build_http, HTTP_GATEWAY,
+     Submission("+14155550123", "ACME", "hello", "https://x/dlr?token=t", validity_minutes=1440), WireRequest(
+         "POST", "http://jasmin.local:1401/send",
+         form={"to": "+14155550123", "from": "ACME", "coding": "0", "content": "hello", "validity-period": "1440",
+               "dlr": "yes", "dlr-url": "https://x/dlr?token=t", "dlr-level": "3", "dlr-method": "POST",
+               "username": "foo", "password": "bar"})),
 ]
 
 
