@@ -14,7 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import audit, db, events, gateway_reads, gateways, housekeeping, keys, messages, receipts, sending, unmatched
+from api import (
+    audit, batch_sends, db, events, gateway_reads, gateways, housekeeping, keys, messages, receipts, sending, unmatched,
+)
+from api.dispatcher import Dispatcher
 from api.accesslog import AccessLog
 from api.auth import require_api_key as private
 from api.config import Settings
@@ -59,7 +62,10 @@ def routes() -> list[Route]:
         Route("/api/sms-gateways/{id:int}/send", private(sending.send_message), methods=["POST"]),
         Route("/api/sms-gateways/{id:int}/messages",
               private(messages.list_gateway_messages), methods=["GET"]),
+        Route("/api/sms-gateways/{id:int}/messages", private(batch_sends.send_batch), methods=["POST"]),
+        Route("/api/sms-batches/{id:int}", private(batch_sends.show_batch), methods=["GET"]),
         Route("/api/sms-messages/{id:int}", private(messages.show_message), methods=["GET"]),
+        Route("/api/sms-messages/{id:int}/cancel", private(sending.cancel_message), methods=["POST"]),
         Route("/api/sms-messages/{id:int}/events", private(events.list_message_events), methods=["GET"]),
         Route("/api/sms-gateways/{id:int}/unmatched-dlrs", private(unmatched.list_unmatched), methods=["GET"]),
         Route("/api/api-keys", private(keys.create_key), methods=["POST"]),
@@ -103,6 +109,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if not gc.get_freeze_count():  # once a process: a test run starts many apps in one
                 gc.collect()
                 gc.freeze()
+            app.state.dispatcher = Dispatcher(app.state.database, app.state.pipeline, app.state.http, settings)
+            app.state.dispatcher.start()
+            started.push_async_callback(app.state.dispatcher.stop)  # before the pipeline stops: answers recorded
             chores = asyncio.get_running_loop().create_task(
                 housekeeping.loop(app.state.database, app.state.pipeline, settings))
             started.push_async_callback(housekeeping.stop, chores)

@@ -5,7 +5,8 @@ databases and without I/O, the way httpx's ``Auth.auth_flow`` is: a generator
 that yields the steps it needs — ``Lock`` the batch's keys, ``Read`` the rows,
 ``Write`` many rows with one statement — and is sent each step's rows back.
 ``api.pipeline`` drives it: on SQLite in one thread over sqlite3, on PostgreSQL
-over asyncpg. Whatever the batch's size, it makes at most ten statements.
+over asyncpg. Whatever the batch's size, a batch of receipts and send outcomes makes at most
+ten statements; new messages and claims add a few each.
 
 Inside the batch, changes are planned one after the other on an in-memory view
 of the rows (``View``), so two receipts for one message in one batch end
@@ -22,9 +23,12 @@ from typing import Any, Generator, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from api import changes, db
-from api.changes import Change, Facts, Interruption, ParkedExpiry, ParkedReceipt, Receipt, SendOutcome
-from api.tables import events, gateways, messages, unmatched_receipts
+from api import changes, db, pacing
+from api.changes import (
+    Cancel, Change, Claim, Expiry, Facts, Interruption, NewMessages, ParkedExpiry, ParkedReceipt, PauseGateway,
+    Receipt, SendOutcome,
+)
+from api.tables import batches as batch_rows, events, gateways, messages, pacing as buckets, unmatched_receipts
 
 Key = tuple[int, str]
 
@@ -57,41 +61,79 @@ INSERT_EVENT = events.insert()
 INSERT_PARKED = unmatched_receipts.insert()
 UPDATE_PARKED = unmatched_receipts.update().where(unmatched_receipts.c.id == sa.bindparam("_id"))
 RESOLVED = ("status", "message_id", "resolved_at")
-# What a plan reads of a message: never its text.
-MESSAGE_COLUMNS = [messages.c.id, messages.c.sms_gateway_id, *(messages.c[name] for name in changes.MUTABLE)]
+INSERT_MESSAGE = messages.insert()
+NEW_MESSAGE_COLUMNS = tuple(c.name for c in messages.c)  # every column: a new row gives each a value
+INSERT_BATCH = batch_rows.insert()
+RELEASE = {
+    "message": messages.update().where(messages.c.id == sa.bindparam("_id")),
+    "batch": batch_rows.update().where(batch_rows.c.id == sa.bindparam("_id")),
+}
+# What a plan reads of a message: never its text, unless it is to be sent (a claim).
+MESSAGE_COLUMNS = [*(messages.c[name] for name in changes.FIXED), *(messages.c[name] for name in changes.MUTABLE)]
+GATEWAY_COLUMNS = [gateways.c[name] for name in (
+    "id", "is_active", "throughput_per_second", "max_in_flight", "default_validity_seconds")]
+EXPIRED_SWEEP = 100  # due messages read beyond what a claim may send: the expired among them end at once
 
 
 def apply(batch: Sequence[Change], now: str, unmatched_ttl: float, dialect: str
-          ) -> Generator[Step, list[Mapping[str, Any]] | None, list[str]]:
+          ) -> Generator[Step, list[Mapping[str, Any]] | None, list[Any]]:
     """The steps of one batch's transaction; returns each change's outcome, in order."""
     receipt_keys = {c.key for c in batch if isinstance(c, Receipt)}
     send_keys = {c.key for c in batch if isinstance(c, SendOutcome) and c.key is not None}
-    message_ids = {c.message_id for c in batch if isinstance(c, (SendOutcome, Interruption))}
+    message_ids = {c.message_id for c in batch if isinstance(c, (SendOutcome, Interruption, Expiry, Cancel))}
     parked_ids = {c.parked_id for c in batch if isinstance(c, ParkedExpiry)}
+    new = [c for c in batch if isinstance(c, NewMessages)]
+    claims = [c for c in batch if isinstance(c, Claim)]
+    paced = {c.gateway_id for c in batch if isinstance(c, (Claim, PauseGateway))}
     keys = receipt_keys | send_keys
     if keys:
         yield Lock(tuple(sorted(keys)))
 
-    # Rows are read (and on PostgreSQL locked) in a fixed order: by key, then by id.
+    # Rows are read (and on PostgreSQL locked) in a fixed order: by key, then by id,
+    # then the buckets by gateway; due messages last, skipping those another replica holds.
     reads = reads_for(dialect)
     found = []
     if keys:
         found += yield Read(reads.messages_by_key, db.key_params(dialect, keys))
     if message_ids:
         found += yield Read(reads.messages_by_id, db.id_params(dialect, message_ids))
-    known = set()
-    if receipt_keys:
-        rows = yield Read(reads.gateways, db.id_params(dialect, {key[0] for key in receipt_keys}))
-        known = {row["id"] for row in rows}
+    gateway_ids = {key[0] for key in receipt_keys} | {c.gateway_id for c in new} | {c.gateway_id for c in claims}
+    known = []
+    if gateway_ids:
+        known = yield Read(reads.gateways, db.id_params(dialect, gateway_ids))
     parked = []
     if send_keys:
         parked += yield Read(reads.parked_by_key, db.key_params(dialect, send_keys))
     if parked_ids:
         parked += yield Read(reads.parked_by_id, db.id_params(dialect, parked_ids))
-
     view = View(found, known, parked)
+
+    if new:
+        for change in new:
+            if change.idempotency_key is not None:
+                kind = "batch" if change.batch else "message"
+                rows = yield Read(reads.key_holder[kind], {"gateway": change.gateway_id, "key": change.idempotency_key})
+                view.key_holders.setdefault((kind, change.gateway_id, change.idempotency_key),
+                                            rows[0] if rows else None)
+        count = sum(len(c.rows) for c in new)
+        view.new_ids = db.reserved(dialect, (yield Read(reads.next_message_ids, {"n": count})), count)
+        if any(c.batch for c in new):
+            count = sum(1 for c in new if c.batch)
+            view.new_batch_ids = db.reserved(dialect, (yield Read(reads.next_batch_ids, {"n": count})), count)
+    if paced:
+        view.buckets = {row["sms_gateway_id"]: row for row in (
+            yield Read(reads.buckets, db.id_params(dialect, paced)))}
+    if claims:
+        view.in_flight = {row["sms_gateway_id"]: row["n"] for row in (
+            yield Read(reads.in_flight, db.id_params(dialect, {c.gateway_id for c in claims})))}
+        for change in claims:
+            room = view.room(change, now)
+            if room > 0:
+                view.add_due(change.gateway_id, (
+                    yield Read(reads.due, {"gateway": change.gateway_id, "now": now, "n": room + EXPIRED_SWEEP})))
+
     outcomes = [view.apply(change, now, unmatched_ttl) for change in batch]
-    for write in view.writes():
+    for write in view.writes(dialect):
         yield write
     return outcomes
 
@@ -112,7 +154,27 @@ class Reads:
         self.messages_by_id = (
             sa.select(*MESSAGE_COLUMNS).select_from(ids.join(messages, messages.c.id == id_value))
             .order_by(messages.c.id).with_for_update(of=messages))
-        self.gateways = sa.select(gateways.c.id).select_from(ids.join(gateways, gateways.c.id == id_value))
+        self.gateways = sa.select(*GATEWAY_COLUMNS).select_from(ids.join(gateways, gateways.c.id == id_value))
+        self.key_holder = {
+            kind: sa.select(table.c.id, table.c.request_hash, table.c.created_at).where(
+                table.c.sms_gateway_id == sa.bindparam("gateway"), table.c.idempotency_key == sa.bindparam("key"))
+            for kind, table in (("message", messages), ("batch", batch_rows))}
+        self.next_message_ids = db.next_ids(dialect, messages)
+        self.next_batch_ids = db.next_ids(dialect, batch_rows)
+        self.buckets = (
+            sa.select(buckets).select_from(ids.join(buckets, buckets.c.sms_gateway_id == id_value))
+            .order_by(buckets.c.sms_gateway_id).with_for_update(of=buckets))
+        self.in_flight = (
+            sa.select(messages.c.sms_gateway_id, sa.func.count().label("n"))
+            .select_from(ids.join(messages, messages.c.sms_gateway_id == id_value))
+            .where(messages.c.claimed_at.is_not(None)).group_by(messages.c.sms_gateway_id))
+        self.upsert_bucket = db.upsert(dialect, buckets)
+        self.due = (
+            sa.select(*MESSAGE_COLUMNS, *(messages.c[name] for name in changes.TO_SEND))
+            .where(messages.c.sms_gateway_id == sa.bindparam("gateway"), messages.c.next_attempt_at.is_not(None),
+                   messages.c.next_attempt_at <= sa.bindparam("now"))
+            .order_by(messages.c.next_attempt_at, messages.c.id).limit(sa.bindparam("n", type_=sa.Integer))
+            .with_for_update(of=messages, skip_locked=True))
         parked = unmatched_receipts.c
         by_parked_key = sa.and_(parked.sms_gateway_id == key_gateway, parked.external_message_id == key_external,
                                 parked.status == changes.PENDING)
@@ -137,27 +199,55 @@ def _by_id(row: Mapping[str, Any]) -> int:
 class View:
     """The rows a batch touches, as the batch's changes leave them, and what to write."""
 
-    def __init__(self, found: Iterable[Mapping[str, Any]], gateway_ids: Iterable[int],
+    def __init__(self, found: Iterable[Mapping[str, Any]], gateway_rows: Iterable[Mapping[str, Any]],
                  parked: Iterable[Mapping[str, Any]]):
         self.messages: dict[int, dict[str, Any]] = {row["id"]: dict(row) for row in found}
         self.by_key: dict[Key, int] = {
             (m["sms_gateway_id"], m["external_message_id"]): m["id"]
             for m in self.messages.values() if m["external_message_id"] is not None}
-        self.gateway_ids = set(gateway_ids)
+        self.gateways = {row["id"]: row for row in gateway_rows}
         self.parked: dict[int, dict[str, Any]] = {row["id"]: dict(row) for row in sorted(parked, key=_by_id)}
         self.waiting: dict[Key, list[dict[str, Any]]] = defaultdict(list)
         for row in self.parked.values():
             if row["status"] == changes.PENDING:
                 self.waiting[(row["sms_gateway_id"], row["external_message_id"])].append(row)
+        # new messages: who holds each Idempotency-Key, and the ids reserved for new rows
+        self.key_holders: dict[tuple[str, int, str], Mapping[str, Any] | None] = {}
+        self.new_ids: list[int] = []
+        self.new_batch_ids: list[int] = []
+        # claims: each gateway's bucket, its messages in flight, its due messages (ids, oldest first)
+        self.buckets: dict[int, Mapping[str, Any]] = {}
+        self.in_flight: dict[int, int] = {}
+        self.due: dict[int, list[int]] = {}
+        # what to write
         self.changed: dict[int, dict[str, Any]] = {}  # message id -> its values now
         self.events: list[dict[str, Any]] = []
         self.new_parked: list[dict[str, Any]] = []
         self.resolved: dict[int, dict[str, Any]] = {}  # parked id -> its row now
+        self.inserts: list[dict[str, Any]] = []
+        self.new_batches: list[dict[str, Any]] = []
+        self.releases: list[tuple[str, int]] = []
+        self.changed_buckets: dict[int, dict[str, Any]] = {}
+
+    def room(self, claim: Claim, now: str) -> int:
+        """How many messages ``claim`` may take at most, before reading them."""
+        gateway = self.gateways.get(claim.gateway_id)
+        if gateway is None or not gateway["is_active"]:
+            return 0
+        allowed, _ = pacing.available(self.buckets.get(claim.gateway_id), gateway["throughput_per_second"], now)
+        free = gateway["max_in_flight"] - self.in_flight.get(claim.gateway_id, 0)
+        return max(0, min(claim.limit, free, allowed))
+
+    def add_due(self, gateway_id: int, rows: Iterable[Mapping[str, Any]]) -> None:
+        ids = self.due.setdefault(gateway_id, [])
+        for row in rows:
+            self.messages.setdefault(row["id"], dict(row))  # a row read earlier in the batch stays as it is now
+            ids.append(row["id"])
 
     def facts(self, change: Change) -> Facts:
         if isinstance(change, Receipt):
             message_id = self.by_key.get(change.key)
-            return Facts(message=self.messages.get(message_id), gateway_exists=change.gateway_id in self.gateway_ids)
+            return Facts(message=self.messages.get(message_id), gateway_exists=change.gateway_id in self.gateways)
         if isinstance(change, ParkedReceipt):
             row = change.parked
             return Facts(message=self.messages[self.by_key[(row["sms_gateway_id"], row["external_message_id"])]])
@@ -166,25 +256,55 @@ class View:
             return Facts(message=self.messages.get(change.message_id),
                          holder=self.by_key.get(key) if key else None,
                          waiting=tuple(self.waiting.get(key, ())) if key else ())
-        if isinstance(change, Interruption):
+        if isinstance(change, (Interruption, Expiry, Cancel)):
             return Facts(message=self.messages.get(change.message_id))
+        if isinstance(change, NewMessages):
+            kind = "batch" if change.batch else "message"
+            ids, self.new_ids = self.new_ids[:len(change.rows)], self.new_ids[len(change.rows):]
+            batch_id = self.new_batch_ids.pop(0) if change.batch else None
+            return Facts(gateway=self.gateways.get(change.gateway_id), new_ids=tuple(ids), new_batch_id=batch_id,
+                         key_holder=self.key_holders.get((kind, change.gateway_id, change.idempotency_key)))
+        if isinstance(change, Claim):
+            gateway_id = change.gateway_id
+            return Facts(gateway=self.gateways.get(gateway_id), bucket=self.buckets.get(gateway_id),
+                         in_flight=self.in_flight.get(gateway_id, 0),
+                         due=tuple(self.messages[i] for i in self.due.get(gateway_id, ())))
+        if isinstance(change, PauseGateway):
+            return Facts(bucket=self.buckets.get(change.gateway_id))
         return Facts(parked=self.parked.get(change.parked_id))
 
-    def apply(self, change: Change, now: str, unmatched_ttl: float) -> str:
+    def apply(self, change: Change, now: str, unmatched_ttl: float) -> Any:
         plan = changes.plan(change, self.facts(change), now, unmatched_ttl)
         if plan.message is not None:
             self._set_message(plan.message)
+        for message in plan.messages:
+            self._set_message(message)
         if plan.event is not None:
             self.events.append(plan.event)
+        self.events.extend(plan.events)
         if plan.park is not None:
             row = dict(plan.park)
             self.new_parked.append(row)
             self.waiting[(row["sms_gateway_id"], row["external_message_id"])].append(row)
         if plan.resolve is not None:
             self._resolve(change, plan.resolve)
+        if plan.release is not None:
+            self.releases.append(plan.release)
+        if plan.inserts:
+            self.inserts.extend(plan.inserts)
+            kind = "batch" if change.batch else "message"
+            holder = plan.new_batch or plan.inserts[0]
+            self.key_holders[(kind, change.gateway_id, change.idempotency_key)] = holder
+        if plan.new_batch is not None:
+            self.new_batches.append(plan.new_batch)
+        if plan.bucket is not None:
+            self.buckets[plan.bucket["sms_gateway_id"]] = self.changed_buckets[plan.bucket["sms_gateway_id"]] = \
+                plan.bucket
+        if isinstance(change, Claim):
+            self.in_flight[change.gateway_id] = self.in_flight.get(change.gateway_id, 0) + len(plan.result.messages)
         for next_change in plan.later:
             self.apply(next_change, now, unmatched_ttl)
-        return plan.outcome
+        return plan.outcome if plan.result is None else plan.result
 
     def _set_message(self, values: dict[str, Any]) -> None:
         message_id = values["id"]
@@ -204,9 +324,19 @@ class View:
         if row.get("id") is not None:
             self.resolved[row["id"]] = row
 
-    def writes(self) -> list[Write]:
-        """One statement per kind of row, each with every row of the batch."""
+    def writes(self, dialect: str) -> list[Write]:
+        """One statement per kind of row, each with every row of the batch, in an order
+        that keeps every reference and unique key valid at each step."""
         writes = []
+        for kind in ("message", "batch"):
+            released = [{"_id": row_id, "idempotency_key": None} for k, row_id in self.releases if k == kind]
+            if released:
+                writes.append(Write(RELEASE[kind], released))
+        if self.new_batches:
+            writes.append(Write(INSERT_BATCH, self.new_batches))
+        if self.inserts:
+            writes.append(Write(INSERT_MESSAGE, [
+                {name: row.get(name) for name in NEW_MESSAGE_COLUMNS} for row in self.inserts]))
         if self.changed:
             writes.append(Write(UPDATE_MESSAGE, [
                 {"_id": message_id, **{name: row[name] for name in changes.MUTABLE}}
@@ -219,4 +349,6 @@ class View:
             writes.append(Write(UPDATE_PARKED, [
                 {"_id": parked_id, **{name: row[name] for name in RESOLVED}}
                 for parked_id, row in self.resolved.items()]))
+        if self.changed_buckets:
+            writes.append(Write(reads_for(dialect).upsert_bucket, list(self.changed_buckets.values())))
         return writes

@@ -8,7 +8,13 @@ one):
 - ``SendOutcome``: the gateway answered a send (``queued`` → ``submitted`` / ``failed``);
 - ``Interruption``: a message stayed ``queued`` past any gateway answer (housekeeping);
 - ``ParkedExpiry``: a parked receipt waited past ``SMSGW_UNMATCHED_TTL`` (housekeeping),
-  or its gateway was deleted.
+  or its gateway was deleted;
+- ``NewMessages``: a send or a batch to store (``queued``, ``scheduled``, or claimed
+  at once by a synchronous send), all or none;
+- ``Claim``: the dispatcher takes the due messages of one gateway, as many as its
+  token bucket and ``max_in_flight`` allow (``api.pacing``);
+- ``Expiry``: a waiting message outlived its validity; ``Cancel``: a user stopped one;
+- ``PauseGateway``: a gateway said "too fast": its bucket waits.
 
 ``plan`` is given the change, what the database holds about it (``Facts``) and
 the time, and returns a ``Plan``: the message's values afterwards, the history
@@ -24,12 +30,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
-from api import clock, states
+from api import clock, pacing, retries, states
 from api.providers.base import Outcome
 
 # Message columns a change may set: every write of a message sets all of them.
 MUTABLE = ("state", "delivery_status", "status_conflict", "external_message_id", "remote_response",
-           "failure_reason", "failure_code", "submitted_at", "delivered_at", "failed_at", "updated_at")
+           "failure_reason", "failure_code", "submitted_at", "delivered_at", "failed_at", "updated_at",
+           "attempts", "next_attempt_at", "claimed_at", "canceled_at")
+# ... and what a plan reads of a message besides them (set once, when it is stored).
+FIXED = ("id", "sms_gateway_id", "expires_at")
+# What the dispatcher needs to send a message it claims.
+TO_SEND = ("to_number", "from_sender", "message", "callback_url", "validity_period", "send_at",
+           "client_reference")
 MAX_EXTERNAL_ID = 255  # sms_messages.external_message_id
 
 
@@ -45,7 +57,10 @@ RECEIPT, STATE = "receipt", "state"
 
 INTERRUPTED = "interrupted"  # failure_code of a message interrupted while queued
 INTERRUPTED_REASON = "interrupted: the process stopped before the gateway's answer was recorded; not resent"
+EXPIRED_CODE = "expired"     # failure_code of a message not handed to its gateway within its validity
+EXPIRED_REASON = "expired: not handed to the gateway within its validity period; never sent"
 QUEUED_REASON = "stored before the gateway is contacted"
+IDEMPOTENCY_WINDOW = 24 * 3600  # seconds an Idempotency-Key stays bound to its request
 
 
 # --- changes -------------------------------------------------------------------------
@@ -77,11 +92,18 @@ class ParkedReceipt:
 
 @dataclass(frozen=True)
 class SendOutcome:
-    """The gateway's answer to a send (what ``api.gateway_call.send`` returned) for one message."""
+    """The gateway's answer to a send (what ``api.gateway_call.send`` returned) for one message.
+
+    ``policy``: the dispatcher's attempts may be retried (``api.retries``), after
+    ``delay`` seconds (its backoff, chosen with jitter by the caller: a plan has no
+    randomness). A synchronous send has none: its caller hears the answer.
+    """
 
     message_id: int
     gateway_id: int
     answer: Outcome
+    policy: retries.Policy | None = None
+    delay: float = 0.0
 
     @property
     def key(self) -> tuple[int, str] | None:
@@ -105,7 +127,74 @@ class ParkedExpiry:
     gateway_deleted: bool = False
 
 
-Change = Union[Receipt, ParkedReceipt, SendOutcome, Interruption, ParkedExpiry]
+@dataclass(frozen=True)
+class NewMessages:
+    """Messages to store for one gateway, in one transaction: all or none.
+
+    ``rows`` are validated fields (``to_number``, ``from_sender``, ``message``,
+    ``callback_url``, ``encoding``, ``segments``, optionally ``client_reference``,
+    ``send_at``, ``validity_period`` — absent: the gateway's default; None: none).
+    ``claimed``: a synchronous send, whose gateway call starts as soon as it is
+    stored. ``batch``: a batch send, whose ``sms_batches`` row holds the key;
+    otherwise the key is the message's own.
+    """
+
+    gateway_id: int
+    rows: tuple[Mapping[str, Any], ...]
+    claimed: bool = False
+    batch: bool = False
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """``NewMessages``' outcome when stored (or stored before, under the same key)."""
+
+    message_ids: tuple[int, ...]
+    batch_id: int | None = None
+    replayed: bool = False  # the key's original request: nothing new was stored
+    rows: tuple[Mapping[str, Any], ...] = ()  # the messages as stored (not when replayed)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The dispatcher asks for at most ``limit`` due messages of one gateway."""
+
+    gateway_id: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """``Claim``'s outcome: the messages to send now (their rows), and when to ask again."""
+
+    messages: tuple[Mapping[str, Any], ...] = ()
+    expired: int = 0
+    wait: float | None = None  # seconds until the bucket allows another send; None: not limited by it
+
+
+@dataclass(frozen=True)
+class Expiry:
+    message_id: int
+
+
+@dataclass(frozen=True)
+class Cancel:
+    message_id: int
+
+
+@dataclass(frozen=True)
+class PauseGateway:
+    """The gateway refused a send as too fast (Jasmin's throughput 403, HTTP 429): no
+    replica sends through it for ``seconds``."""
+
+    gateway_id: int
+    seconds: float
+
+
+Change = Union[Receipt, ParkedReceipt, SendOutcome, Interruption, ParkedExpiry, NewMessages, Claim, Expiry,
+               Cancel, PauseGateway]
 
 
 @dataclass(frozen=True)
@@ -117,6 +206,13 @@ class Facts:
     holder: int | None = None                 # (send outcomes) another message already holding the external id
     waiting: tuple[Mapping[str, Any], ...] = ()  # (send outcomes) receipts parked for the external id, oldest first
     parked: Mapping[str, Any] | None = None   # (parked expiry) the parked row
+    gateway: Mapping[str, Any] | None = None  # (new messages, claims) the gateway's row, None: no such gateway
+    key_holder: Mapping[str, Any] | None = None  # (new messages) the message or batch holding the key
+    new_ids: tuple[int, ...] = ()             # (new messages) the ids the new rows get
+    new_batch_id: int | None = None           # (new messages) the id a new batch row gets
+    bucket: Mapping[str, Any] | None = None   # (claims, pauses) the gateway's pacing row
+    in_flight: int = 0                        # (claims) its messages claimed and not yet answered
+    due: tuple[Mapping[str, Any], ...] = ()   # (claims) its due messages, oldest first
 
 
 @dataclass(frozen=True)
@@ -127,6 +223,13 @@ class Plan:
     park: dict[str, Any] | None = None         # a parked-receipt row to add
     resolve: dict[str, Any] | None = None      # values to set on the parked row the change is about
     later: tuple[Change, ...] = field(default=())  # changes this one triggers, applied next, in order
+    result: Any = None                         # what the caller is answered, when not just ``outcome``
+    messages: tuple[dict[str, Any], ...] = ()  # more messages written (claims)
+    events: tuple[dict[str, Any], ...] = ()    # more history rows (new messages, claims)
+    inserts: tuple[dict[str, Any], ...] = ()   # new messages to insert, with their ids
+    new_batch: dict[str, Any] | None = None    # a sms_batches row to insert
+    release: tuple[str, int] | None = None     # ("message"|"batch", id) whose old key is released
+    bucket: dict[str, Any] | None = None       # the gateway's pacing row afterwards
 
 
 # --- the plan ------------------------------------------------------------------------
@@ -144,15 +247,157 @@ def plan(change: Change, facts: Facts, now: str, unmatched_ttl: float) -> Plan:
         return _interruption(facts, now)
     if isinstance(change, ParkedExpiry):
         return _parked_expiry(change, facts, now)
+    if isinstance(change, NewMessages):
+        return _new_messages(change, facts, now)
+    if isinstance(change, Claim):
+        return _claim(change, facts, now)
+    if isinstance(change, Expiry):
+        return _expiry(facts, now)
+    if isinstance(change, Cancel):
+        return _cancel(facts, now)
+    if isinstance(change, PauseGateway):
+        return Plan("paused", bucket=pacing.pause(facts.bucket, change.gateway_id, now, change.seconds))
     raise TypeError(f"not a change: {change!r}")
 
 
-def new_message(fields: Mapping[str, Any], now: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A message as first stored, ``queued``, before its gateway is called, and its first event
-    (without ``message_id``: the row has no id yet)."""
-    row = {**fields, "delivery_status": states.QUEUED, "state": states.QUEUED, "status_conflict": False,
+NOTHING_YET = {"external_message_id": None, "remote_response": None, "failure_reason": None, "failure_code": None,
+               "submitted_at": None, "delivered_at": None, "failed_at": None, "canceled_at": None,
+               "client_reference": None, "batch_id": None, "idempotency_key": None, "request_hash": None}
+
+
+def new_message(fields: Mapping[str, Any], gateway: Mapping[str, Any], now: str, *, claimed: bool
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A message as first stored and its first event (``message_id`` as ``fields["id"]``).
+
+    Claimed (a synchronous send): ``queued``, its first attempt begun. Otherwise it
+    waits for the dispatcher: ``scheduled`` until a ``send_at`` in the future, else
+    ``queued`` and due now. Its validity (``validity_period`` seconds, absent: the
+    gateway's ``default_validity_seconds``, None: none) runs from when it may be sent.
+    """
+    send_at = fields.get("send_at")
+    scheduled = not claimed and send_at is not None and send_at > now
+    validity = fields["validity_period"] if "validity_period" in fields else gateway.get("default_validity_seconds")
+    state = states.SCHEDULED if scheduled else states.QUEUED
+    row = {**NOTHING_YET, **fields, "delivery_status": state, "state": state, "status_conflict": False,
+           "validity_period": validity, "send_at": send_at,
+           "expires_at": clock.after(max(send_at or now, now), validity) if validity is not None else None,
+           "attempts": 1 if claimed else 0, "claimed_at": now if claimed else None,
+           "next_attempt_at": None if claimed else (send_at if scheduled else now),
            "created_at": now, "updated_at": now}
-    return row, _event(None, STATE, now, changed=True, state_after=states.QUEUED, reason=QUEUED_REASON)
+    reason = QUEUED_REASON if claimed else (
+        f"scheduled for {send_at}" if scheduled else "queued for the dispatcher")
+    return row, _event(fields.get("id"), STATE, now, changed=True, state_after=state, reason=reason)
+
+
+def _new_messages(change: NewMessages, facts: Facts, now: str) -> Plan:
+    gateway = facts.gateway
+    holder, release = facts.key_holder, None
+    if holder is not None and clock.seconds_between(holder["created_at"], now) >= IDEMPOTENCY_WINDOW:
+        holder, release = None, ("batch" if change.batch else "message", facts.key_holder["id"])
+    if holder is not None:
+        if holder["request_hash"] != change.request_hash:
+            return Plan("key_conflict")
+        if change.batch:
+            return Plan("replayed", result=Stored((), batch_id=holder["id"], replayed=True))
+        return Plan("replayed", result=Stored((holder["id"],), replayed=True))
+    if gateway is None:
+        return Plan("missing")
+    if not gateway["is_active"]:
+        return Plan("inactive")
+    batch_id = facts.new_batch_id if change.batch else None
+    key = {"idempotency_key": change.idempotency_key, "request_hash": change.request_hash}
+    rows, events = [], []
+    for message_id, fields in zip(facts.new_ids, change.rows):
+        values = {**fields, "id": message_id, "sms_gateway_id": change.gateway_id, "batch_id": batch_id,
+                  "idempotency_key": None, "request_hash": None}
+        if not change.batch:
+            values.update(key)
+        row, event = new_message(values, gateway, now, claimed=change.claimed)
+        rows.append(row)
+        events.append(event)
+    new_batch = None
+    if change.batch:
+        new_batch = {"id": batch_id, "sms_gateway_id": change.gateway_id, "size": len(rows),
+                     "created_at": now, **key}
+    return Plan("stored", inserts=tuple(rows), events=tuple(events), new_batch=new_batch, release=release,
+                result=Stored(tuple(facts.new_ids), batch_id=batch_id, rows=tuple(rows)))
+
+
+def is_due(message: Mapping[str, Any], now: str) -> bool:
+    """Waiting for the dispatcher, and its time has come."""
+    return (message["state"] in states.WAITING and message["claimed_at"] is None
+            and message["next_attempt_at"] is not None and message["next_attempt_at"] <= now)
+
+
+def has_expired(message: Mapping[str, Any], now: str) -> bool:
+    return message["expires_at"] is not None and message["expires_at"] <= now
+
+
+def _claim(change: Claim, facts: Facts, now: str) -> Plan:
+    """Claim what the gateway may take now: due, unexpired messages, oldest first, as many
+    as the bucket has tokens and ``max_in_flight`` has room. An expired one ends
+    ``failed`` instead (never sent) and takes no token."""
+    gateway = facts.gateway
+    if gateway is None or not gateway["is_active"]:
+        return Plan("claimed", result=Claimed())
+    room = max(0, min(change.limit, gateway["max_in_flight"] - facts.in_flight))
+    allowed, wait = pacing.available(facts.bucket, gateway["throughput_per_second"], now)
+    room = min(room, allowed)
+    claimed, written, events, expired = [], [], [], 0
+    for message in facts.due:
+        if not is_due(message, now):
+            continue  # changed earlier in this batch
+        if has_expired(message, now):
+            plan = _expiry(Facts(message=message), now)
+            written.append(plan.message)
+            events.append(plan.event)
+            expired += 1
+            continue
+        if len(claimed) >= room:
+            break
+        attempt = message["attempts"] + 1
+        updated = {**message, "state": states.QUEUED, "delivery_status": states.QUEUED, "attempts": attempt,
+                   "claimed_at": now, "next_attempt_at": None, "updated_at": now}
+        if message["state"] == states.SCHEDULED:  # its time has come: the change is worth a line
+            events.append(_event(message["id"], STATE, now, changed=True, state_before=states.SCHEDULED,
+                                 state_after=states.QUEUED, reason="its send_at has come: handed to the dispatcher"))
+        claimed.append(updated)
+        written.append(updated)
+    bucket = pacing.take(facts.bucket, change.gateway_id, gateway["throughput_per_second"], now, len(claimed))
+    if claimed and len(claimed) == allowed:
+        wait = pacing.wait_for_token(bucket, gateway["throughput_per_second"], now)
+    return Plan("claimed", messages=tuple(written), events=tuple(events), bucket=bucket,
+                result=Claimed(tuple(claimed), expired, wait))
+
+
+def _expiry(facts: Facts, now: str) -> Plan:
+    message = facts.message
+    if message is None or not (message["state"] in states.WAITING and message["claimed_at"] is None
+                               and has_expired(message, now)):
+        return Plan("unchanged")
+    return Plan(EXPIRED_CODE, message=_failed(message, now, EXPIRED_CODE, EXPIRED_REASON), event=_event(
+        message["id"], STATE, now, changed=True, state_before=message["state"], state_after=states.FAILED,
+        reason=EXPIRED_REASON))
+
+
+def _cancel(facts: Facts, now: str) -> Plan:
+    """Only a message no gateway call has begun for: once one has, the SMS may be on its way."""
+    message = facts.message
+    if message is None:
+        return Plan("missing")
+    if message["state"] not in states.WAITING or message["claimed_at"] is not None:
+        return Plan("not_cancelable")
+    return Plan(states.CANCELED, message={
+        **message, "state": states.CANCELED, "delivery_status": states.CANCELED, "next_attempt_at": None,
+        "canceled_at": now, "updated_at": now,
+    }, event=_event(message["id"], STATE, now, changed=True, state_before=message["state"],
+                    state_after=states.CANCELED, reason="canceled before it was handed to the gateway"))
+
+
+def _failed(message: Mapping[str, Any], now: str, code: str | None, reason: str | None) -> dict[str, Any]:
+    return {**message, "state": states.FAILED, "delivery_status": states.FAILED, "failure_code": code,
+            "failure_reason": reason, "failed_at": now, "updated_at": now, "next_attempt_at": None,
+            "claimed_at": None}
 
 
 def _receipt(receipt: Receipt, facts: Facts, now: str, unmatched_ttl: float) -> Plan:
@@ -234,22 +479,34 @@ def _send_outcome(change: SendOutcome, facts: Facts, now: str) -> Plan:
             message["id"], STATE, now, changed=False, state_before=state, state_after=state,
             payload=outcome.remote_response,
             reason="the gateway's answer came after the message had left queued"))
+    attempt = f"attempt {message['attempts']}: " if change.policy is not None else ""
     if not outcome.ok:
         reason = outcome.failure_reason or "failed"
-        return Plan("failed", message={
-            **message, "state": states.FAILED, "delivery_status": states.FAILED,
-            "failure_reason": outcome.failure_reason, "failure_code": outcome.failure_code,
-            "remote_response": outcome.remote_response, "failed_at": now, "updated_at": now,
-        }, event=_event(message["id"], STATE, now, changed=True, state_before=states.QUEUED,
-                        state_after=states.FAILED, reason=reason, payload=outcome.remote_response))
+        if change.policy is not None:
+            seconds_left = clock.seconds_between(now, message["expires_at"]) if message["expires_at"] else None
+            verdict = retries.verdict(outcome, message["attempts"], change.policy, seconds_left, change.delay)
+            reason = verdict.reason
+            if verdict.retry:
+                return Plan("retry", message={
+                    **message, "claimed_at": None, "next_attempt_at": clock.after(now, verdict.delay),
+                    "attempts": message["attempts"] if verdict.counts else message["attempts"] - 1,
+                    "updated_at": now,
+                }, event=_event(message["id"], STATE, now, changed=False, state_before=states.QUEUED,
+                                state_after=states.QUEUED, reason=reason, payload=outcome.remote_response))
+        failed = {**_failed(message, now, outcome.failure_code, outcome.failure_reason),
+                  "remote_response": outcome.remote_response}
+        return Plan("failed", message=failed,
+                    event=_event(message["id"], STATE, now, changed=True, state_before=states.QUEUED,
+                                 state_after=states.FAILED, reason=reason, payload=outcome.remote_response))
     updated = {**message, "state": states.SUBMITTED, "delivery_status": states.SUBMITTED,
                "external_message_id": external_id, "remote_response": outcome.remote_response,
-               "submitted_at": now, "updated_at": now}
+               "submitted_at": now, "updated_at": now, "claimed_at": None}
     if id_problem:
         updated["failure_reason"] = id_problem
     return Plan("submitted", message=updated, later=later, event=_event(
         message["id"], STATE, now, changed=True, state_before=states.QUEUED, state_after=states.SUBMITTED,
-        payload=outcome.remote_response, reason=f"the gateway accepted it as {outcome.external_id[:300]!r}"))
+        payload=outcome.remote_response,
+        reason=f"{attempt}the gateway accepted it as {outcome.external_id[:300]!r}"))
 
 
 def _still_waiting(row: Mapping[str, Any], now: str) -> bool:
@@ -259,12 +516,9 @@ def _still_waiting(row: Mapping[str, Any], now: str) -> bool:
 
 def _interruption(facts: Facts, now: str) -> Plan:
     message = facts.message
-    if message is None or message["state"] != states.QUEUED:
+    if message is None or message["state"] != states.QUEUED or message["claimed_at"] is None:
         return Plan("unchanged")  # its answer was recorded after all
-    return Plan(INTERRUPTED, message={
-        **message, "state": states.FAILED, "delivery_status": states.FAILED, "failure_code": INTERRUPTED,
-        "failure_reason": INTERRUPTED_REASON, "failed_at": now, "updated_at": now,
-    }, event=_event(message["id"], STATE, now, changed=True, state_before=states.QUEUED,
+    return Plan(INTERRUPTED, message=_failed(message, now, INTERRUPTED, INTERRUPTED_REASON), event=_event(message["id"], STATE, now, changed=True, state_before=states.QUEUED,
                     state_after=states.FAILED, reason=INTERRUPTED_REASON))
 
 

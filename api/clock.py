@@ -24,7 +24,6 @@ def iso_after(seconds: float) -> str:
     return iso(now() + timedelta(seconds=seconds))
 
 
-
 def parse(stamp: str) -> datetime:
     return datetime.strptime(stamp, FORMAT).replace(tzinfo=timezone.utc)
 
@@ -32,3 +31,21 @@ def parse(stamp: str) -> datetime:
 def after(stamp: str, seconds: float) -> str:
     """``stamp`` plus ``seconds``: for pure code, which is given the time instead of reading it."""
     return iso(parse(stamp) + timedelta(seconds=seconds))
+
+
+def seconds_between(start: str, end: str) -> float:
+    """``end`` minus ``start``, in seconds (negative when ``end`` is earlier)."""
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def from_rfc3339(text: str) -> str | None:
+    """An RFC 3339 date-time with its offset (``2026-11-27T18:00:00+01:00``, ``...Z``)
+    as a stored timestamp; None when it is not one (a time without an offset is
+    ambiguous, so it is refused)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None or "T" not in text.upper():
+        return None
+    return iso(moment)

@@ -34,6 +34,8 @@ class Settings:
     unmatched_ttl: int = 48 * 3600
     housekeeping_interval: float = 60.0
     queued_grace: float = 60.0
+    max_batch: int = 1000               # messages in one batch send
+    dispatch_interval: float = 1.0      # seconds between the dispatcher's looks for work other processes queued
     api_url: str = "http://127.0.0.1:8000"
     guard_host: str = "127.0.0.1"
     guard_port: int = 8080
@@ -82,6 +84,8 @@ class Settings:
             unmatched_ttl=_int(env, "SMSGW_UNMATCHED_TTL", cls.unmatched_ttl, low=0),
             housekeeping_interval=_float(env, "SMSGW_HOUSEKEEPING_INTERVAL", cls.housekeeping_interval, low=0.05),
             queued_grace=_float(env, "SMSGW_QUEUED_GRACE", cls.queued_grace, low=0),
+            max_batch=_int(env, "SMSGW_MAX_BATCH", cls.max_batch, low=1, high=10_000),
+            dispatch_interval=_float(env, "SMSGW_DISPATCH_INTERVAL", cls.dispatch_interval, low=0.01),
             api_url=_url(env, "SMSGW_API_URL", f"http://{host}:{port}"),
             guard_host=guard_host,
             guard_port=guard_port,

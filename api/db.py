@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 from databases import Database
+from sqlalchemy.dialects import postgresql as postgresql_dialect, sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 log = logging.getLogger("smsgw.db")
@@ -391,6 +392,33 @@ def id_list(dialect: str):
 def id_params(dialect: str, ids) -> dict[str, Any]:
     ids = sorted(ids)
     return {"ids": ids if dialect == "postgresql" else json.dumps(ids)}
+
+
+def next_ids(dialect: str, table: sa.Table) -> sa.Select:
+    """A read that reserves ids for ``:n`` new rows of ``table`` (see ``reserved``), so a
+    batch can insert them with executemany and know their ids: PostgreSQL takes them
+    from the table's sequence; SQLite, whose write lock the batch holds, gives a
+    rowid table max(id) + 1 next, so it reads max(id)."""
+    if dialect == "postgresql":
+        sequence = sa.func.pg_get_serial_sequence(table.name, "id")
+        return sa.select(sa.func.nextval(sequence).label("id")).select_from(
+            sa.func.generate_series(1, sa.bindparam("n", type_=sa.Integer)))
+    return sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0).label("id"))
+
+
+def reserved(dialect: str, rows: list[dict[str, Any]], n: int) -> list[int]:
+    """The ``n`` ids ``next_ids`` read gives."""
+    if dialect == "postgresql":
+        return sorted(row["id"] for row in rows)
+    return list(range(rows[0]["id"] + 1, rows[0]["id"] + n + 1))
+
+
+def upsert(dialect: str, table: sa.Table) -> sa.Insert:
+    """Insert a row, or replace the one with its primary key (``ON CONFLICT ... DO UPDATE``)."""
+    insert = (postgresql_dialect.insert if dialect == "postgresql" else sqlite_dialect.insert)(table)
+    key = [column.name for column in table.primary_key]
+    return insert.on_conflict_do_update(index_elements=key, set_={
+        column.name: insert.excluded[column.name] for column in table.c if column.name not in key})
 
 
 def as_dict(row: Any) -> dict[str, Any]:

@@ -72,10 +72,17 @@ SCHEMA: dict[str, Field] = {
     "use_ssl": Field("boolean"),
     "notes": Field("text", nullable=True, max_length=10_000),
     "meta": Field("object", nullable=True),
+    # how the dispatcher may use it (api.dispatcher)
+    "throughput_per_second": Field("number", nullable=True, min_value=0.01, max_value=100_000),
+    "max_in_flight": Field("integer", min_value=1, max_value=1000),
+    "max_attempts": Field("integer", min_value=1, max_value=50),
+    "retry_ambiguous": Field("boolean"),
+    "default_validity_seconds": Field("integer", nullable=True, min_value=1, max_value=30 * 24 * 3600),
 }
 READ_ONLY = frozenset({"id", "messages_count", "created_at", "updated_at", "callback_token_previous_expires_at",
                        "callback_token_previous_expiries"})
-DEFAULTS = {"provider_type": "jasmin", "is_active": True, "use_ssl": False}
+DEFAULTS = {"provider_type": "jasmin", "is_active": True, "use_ssl": False, "max_in_flight": 16, "max_attempts": 5,
+            "retry_ambiguous": False}
 
 
 def default_port(values: Mapping[str, Any]) -> int:

@@ -1,12 +1,15 @@
 """Work the API does by itself, at start and then every ``SMSGW_HOUSEKEEPING_INTERVAL``.
 
-- A message still ``queued`` well after any gateway call could have ended (the
+- A message claimed for a gateway call well after any call could have ended (the
   gateway timeout plus ``SMSGW_QUEUED_GRACE``, 60 s) was interrupted — the process died between
-  storing it and recording the gateway's answer. It becomes ``failed`` with
+  claiming it and recording the gateway's answer. It becomes ``failed`` with
   ``failure_code`` ``interrupted``. It is never resent: the gateway may have
   sent it, and a resend could deliver the SMS twice.
 - Receipts that waited for their message longer than ``SMSGW_UNMATCHED_TTL``
   are marked expired (never deleted).
+- Messages that waited for the dispatcher past their validity end ``failed``,
+  ``expired`` (the dispatcher's claims catch most; this catches those of a gateway
+  that is inactive or paused).
 
 Both are found with a plain read and then submitted to the state-change
 pipeline, which decides again under its locks (``api.changes``): a message
@@ -20,7 +23,7 @@ import logging
 
 import sqlalchemy as sa
 
-from api import changes, clock, states
+from api import changes, clock
 from api.tables import messages, unmatched_receipts
 
 log = logging.getLogger("smsgw.housekeeping")
@@ -29,13 +32,22 @@ CHUNK = 1000  # rows found per read; the next round finds the rest
 
 
 async def interrupt_stale_queued(database, pipeline, older_than: float) -> int:
+    """Messages whose gateway call began longer ago than any call can last."""
     rows = await database.fetch_all(
         sa.select(messages.c.id)
-        # 'queued' inline, not bound: only then can SQLite use the partial index on queued messages
-        .where(messages.c.state == sa.literal(states.QUEUED, literal_execute=True),
-               messages.c.created_at < clock.iso_after(-older_than))
+        .where(messages.c.claimed_at.is_not(None), messages.c.claimed_at < clock.iso_after(-older_than))
         .order_by(messages.c.id).limit(CHUNK))
     return await _submit(pipeline, [changes.Interruption(row[0]) for row in rows], changes.INTERRUPTED)
+
+
+async def expire_waiting(database, pipeline) -> int:
+    """Messages that waited past their validity without being claimed (e.g. their gateway
+    is inactive or paused): failed, ``expired``, never sent."""
+    rows = await database.fetch_all(
+        sa.select(messages.c.id)
+        .where(messages.c.next_attempt_at.is_not(None), messages.c.expires_at <= clock.now_iso())
+        .order_by(messages.c.id).limit(CHUNK))
+    return await _submit(pipeline, [changes.Expiry(row[0]) for row in rows], changes.EXPIRED_CODE)
 
 
 async def expire_parked(database, pipeline) -> int:
@@ -55,9 +67,10 @@ async def _submit(pipeline, found: list[changes.Change], outcome: str) -> int:
 async def run_once(database, pipeline, settings) -> None:
     interrupted = await interrupt_stale_queued(database, pipeline, settings.gateway_timeout + settings.queued_grace)
     expired = await expire_parked(database, pipeline)
-    if interrupted or expired:
-        log.info("housekeeping: %d queued messages marked interrupted, %d unmatched receipts expired",
-                 interrupted, expired)
+    outlived = await expire_waiting(database, pipeline)
+    if interrupted or expired or outlived:
+        log.info("housekeeping: %d queued messages marked interrupted, %d unmatched receipts expired, "
+                 "%d waiting messages expired", interrupted, expired, outlived)
 
 
 async def loop(database, pipeline, settings) -> None:

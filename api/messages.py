@@ -35,9 +35,17 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
         "encoding": row["encoding"],
         "segments": row["segments"],
         "remote_response": row["remote_response"],
+        "client_reference": row["client_reference"],
+        "batch_id": row["batch_id"],
+        "send_at": row["send_at"],
+        "validity_period": row["validity_period"],
+        "expires_at": row["expires_at"],
+        "attempts": row["attempts"],
+        "next_attempt_at": row["next_attempt_at"],
         "submitted_at": row["submitted_at"],
         "delivered_at": row["delivered_at"],
         "failed_at": row["failed_at"],
+        "canceled_at": row["canceled_at"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
@@ -75,6 +83,8 @@ async def list_gateway_messages(request: Request) -> JSONResponse:
         "delivery_status": Field("string", nullable=True, max_length=32),
         "state": Field("string", nullable=True, choices=tuple(states.RANK)),
         "to_number": Field("string", nullable=True, max_length=30),
+        "client_reference": Field("string", nullable=True, max_length=64),
+        "batch_id": Field("integer", nullable=True, min_value=1),
     })
     query = sa.select(messages).where(messages.c.sms_gateway_id == gateway_id)
     if "delivery_status" in filters:
@@ -83,5 +93,9 @@ async def list_gateway_messages(request: Request) -> JSONResponse:
         query = query.where(messages.c.state == filters["state"])
     if "to_number" in filters:
         query = query.where(messages.c.to_number == stored_form(filters["to_number"]))
+    if "client_reference" in filters:
+        query = query.where(messages.c.client_reference == filters["client_reference"])
+    if "batch_id" in filters:
+        query = query.where(messages.c.batch_id == filters["batch_id"])
     items, meta = await pages.page(database, query, messages.c.id, filters, public)
     return ok("SMS messages fetched successfully.", items, meta=meta)

@@ -27,7 +27,7 @@ import logging
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -37,7 +37,7 @@ from api.changes import Change
 
 log = logging.getLogger("smsgw.pipeline")
 
-Commit = Callable[[list[Change]], Awaitable[list[str]]]  # a batch -> each change's outcome, committed
+Commit = Callable[[list[Change]], Awaitable[list[Any]]]  # a batch -> each change's outcome, committed
 
 
 @dataclass
@@ -80,7 +80,7 @@ class Pipeline:
         left = [self.queue.get_nowait() for _ in range(self.queue.qsize())]
         self._fail(left, RuntimeError("the state-change pipeline stopped"))  # nobody waits forever
 
-    async def submit(self, change: Change) -> str:
+    async def submit(self, change: Change) -> Any:
         """Queue ``change`` and wait until it is committed; return its outcome (``Plan.outcome``)."""
         if self.stopped or self.task is None or self.task.done():
             raise RuntimeError("the state-change pipeline is not running")
@@ -142,7 +142,7 @@ class Pipeline:
 # --- the drivers ---------------------------------------------------------------------
 
 
-def run_batch(connection: sa.Connection, batch: list[Change], unmatched_ttl: float) -> list[str]:
+def run_batch(connection: sa.Connection, batch: list[Change], unmatched_ttl: float) -> list[Any]:
     """Run one batch's steps (``api.batches.apply``) on ``connection``, inside its transaction.
 
     Written once for both databases: SQLite's driver calls it on its own thread,
@@ -180,14 +180,14 @@ class SqliteBatches:
         self.checkpoints = db.WalCheckpoints(db.sqlite_file(url))
         self.checkpoints.start()
 
-    async def commit(self, batch: list[Change]) -> list[str]:
+    async def commit(self, batch: list[Change]) -> list[Any]:
         loop = asyncio.get_running_loop()
         outcomes = await loop.run_in_executor(self.thread, self._commit, batch)
         if self.checkpoints.long:  # after the callers are answered, before the next batch
             loop.run_in_executor(self.thread, self._finish_checkpoint)
         return outcomes
 
-    def _commit(self, batch: list[Change]) -> list[str]:
+    def _commit(self, batch: list[Change]) -> list[Any]:
         with self.engine.begin() as connection:
             return run_batch(connection, batch, self.unmatched_ttl)
 
@@ -212,7 +212,7 @@ class PostgresBatches:
         self.engine = create_async_engine(db.connect_url(url), pool_size=1, max_overflow=1, pool_pre_ping=True,
                                           hide_parameters=True)  # an error never carries a receipt's fields
 
-    async def commit(self, batch: list[Change]) -> list[str]:
+    async def commit(self, batch: list[Change]) -> list[Any]:
         for attempt in range(1, self.ATTEMPTS + 1):
             try:
                 async with self.engine.begin() as connection:

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -20,14 +21,13 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import audit, changes, clock, db, encoding, gateway_call, phone
+from api import audit, auth, changes, clock, db, encoding, gateway_call, phone, scopes, states
 from api.bodies import read_body
 from api.gateways import SENDER
 from api.messages import fetch_message, public
 from api.providers.base import SECRET_UNAVAILABLE, Outcome, Submission
-from api.resources import fetch_gateway, gateway_not_found, get_or_404
+from api.resources import gateway_not_found, get_or_404, path_id
 from api.responses import ApiError, ok
-from api.tables import events, gateways, messages
 from api.validation import Field, ValidationFailed, validate
 
 log = logging.getLogger("smsgw.sending")
@@ -50,6 +50,15 @@ def check_url(url: str) -> str | None:
     return None
 
 
+def check_send_at(value: str) -> str | None:
+    if clock.from_rfc3339(value) is None:
+        return "The send_at must be an RFC 3339 date-time with its offset, e.g. 2026-11-27T18:00:00Z."
+    return None
+
+
+MAX_VALIDITY = 30 * 24 * 3600  # seconds: a month, far beyond what SMSCs keep a message for
+MAX_SCHEDULE_AHEAD = 366 * 24 * 3600
+
 SEND_SCHEMA: dict[str, Field] = {
     "to_number": Field("string", required=True, max_length=30, check=phone.problem),
     "from_sender": Field(
@@ -58,6 +67,9 @@ SEND_SCHEMA: dict[str, Field] = {
     ),
     "message": Field("text", required=True, max_length=MAX_MESSAGE_CHARS),
     "callback_url": Field("string", nullable=True, max_length=2048, check=check_url),
+    "client_reference": Field("string", nullable=True, max_length=64),
+    "send_at": Field("string", nullable=True, max_length=64, check=check_send_at),
+    "validity_period": Field("integer", nullable=True, min_value=1, max_value=MAX_VALIDITY),
 }
 
 
@@ -66,9 +78,37 @@ def default_callback_url(public_url: str, gateway: Mapping[str, Any]) -> str:
     return f"{public_url}/{route}/{gateway['id']}/dlr?token={gateway['callback_token']}"
 
 
+def message_fields(values: dict[str, Any], gateway: Mapping[str, Any], public_url: str, now: str) -> dict[str, Any]:
+    """A validated send as the columns it is stored in: the number in E.164, the sender
+    and callback filled in from the gateway, the encoding worked out, ``send_at`` as a
+    stored timestamp. Raises ValidationFailed (unprefixed field names)."""
+    sender = values.get("from_sender") or gateway["default_sender_id"]
+    if not sender:
+        raise ValidationFailed({"from_sender": [
+            "The from_sender field is required when the gateway has no default_sender_id."]})
+    fields = {"to_number": values["to_number"], "from_sender": sender, "message": values["message"],
+              "callback_url": values.get("callback_url") or default_callback_url(public_url, gateway),
+              "client_reference": values.get("client_reference")}
+    encoded = encoding.encode(values["message"])
+    fields.update(encoding=encoded.encoding, segments=encoded.segments)
+    if values.get("send_at") is not None:
+        send_at = clock.from_rfc3339(values["send_at"])
+        if clock.seconds_between(now, send_at) > MAX_SCHEDULE_AHEAD:
+            raise ValidationFailed({"send_at": ["The send_at may be at most a year ahead."]})
+        fields["send_at"] = send_at
+    if "validity_period" in values:  # absent: the gateway's default; null: none
+        fields["validity_period"] = values["validity_period"]
+    return fields
+
+
+def prefers_async(request: Request) -> bool:
+    """``Prefer: respond-async`` (RFC 7240): answer 202 once stored; the dispatcher sends it."""
+    return any(part.split(";")[0].strip().lower() == "respond-async"
+               for part in request.headers.get("prefer", "").split(","))
+
+
 async def send_message(request: Request) -> JSONResponse:
     state = request.app.state
-    database = state.database
     gateway = await get_or_404(request, count=False)
     gateway_id = gateway["id"]
     body = await read_body(request, state.settings.max_body_bytes)
@@ -82,41 +122,34 @@ async def send_message(request: Request) -> JSONResponse:
         raise refusal
     key = idempotency_key(request)
     fingerprint = request_fingerprint(values)
-    if key and await key_taken(database, gateway_id, key):
-        return await replay(database, gateway_id, key, fingerprint)  # even if deactivated since
-    if not gateway["is_active"]:
-        raise inactive()
-    sender = values.get("from_sender") or gateway["default_sender_id"]
-    if not sender:
-        raise ValidationFailed({"from_sender": [
-            "The from_sender field is required when the gateway has no default_sender_id."]})
-    callback_url = values.get("callback_url") or default_callback_url(state.settings.public_url, gateway)
-
-    encoded = encoding.encode(values["message"])
-    fields = {"to_number": values["to_number"], "from_sender": sender, "message": values["message"],
-              "callback_url": callback_url, "encoding": encoded.encoding, "segments": encoded.segments,
-              "idempotency_key": key, "request_hash": fingerprint if key else None}
-    try:
-        message_id = await insert_queued(database, state.dialect, gateway_id, fields)
-    except Exception as exc:
-        if not (key and db.is_unique_violation(exc)):
-            raise
-        return await replay(database, gateway_id, key, fingerprint)
-    if message_id is None:  # deactivated or deleted since it was read: nothing stored
-        if await fetch_gateway(database, gateway_id, count=False) is None:
-            raise gateway_not_found()
-        raise inactive()
+    now = clock.now_iso()
+    fields = message_fields(values, gateway, state.settings.public_url, now)
+    wait = not prefers_async(request) and not fields.get("send_at", now) > now
+    change = changes.NewMessages(gateway_id, (fields,), claimed=wait, idempotency_key=key,
+                                 request_hash=fingerprint if key else None)
+    stored = await store(state.pipeline, change)
+    if stored.replayed:
+        return await replay(state.database, stored.message_ids[0])
+    row = stored.rows[0]
+    if not wait:
+        state.dispatcher.wake()
+        response = ok("SMS accepted: it is queued and will be sent by the dispatcher."
+                      if row["state"] == states.QUEUED else f"SMS scheduled for {row['send_at']}.",
+                      public(row), status=202)
+        response.headers["Preference-Applied"] = "respond-async"
+        return response
 
     outcome = await gateway_call.send(
         state.http,
         gateway,
-        Submission(to=values["to_number"], sender=sender, text=values["message"],
-                   dlr_url=callback_url),
+        Submission(to=values["to_number"], sender=fields["from_sender"], text=values["message"],
+                   dlr_url=fields["callback_url"], validity_minutes=validity_minutes(row, now)),
         state.settings.gateway_timeout,
         state.settings.keyring,
     )
+    message_id = row["id"]
     await record_outcome(state.pipeline, message_id, gateway_id, outcome)
-    message = public(await fetch_message(database, message_id))
+    message = public(await fetch_message(state.database, message_id))
     if outcome.ok:
         return ok("SMS submitted successfully.", message, status=201)
     if outcome.timed_out:
@@ -126,6 +159,34 @@ async def send_message(request: Request) -> JSONResponse:
         return ok("smsgw cannot read this gateway's password (see failure_reason); the message is marked "
                   "failed and was not sent.", message, status=503)
     return ok("The SMS gateway refused or failed the message.", message, status=502)
+
+
+def validity_minutes(message: Mapping[str, Any], now: str) -> int | None:
+    """What is left of the message's validity, in whole minutes (rounded up, at least one):
+    Jasmin's ``validity-period``, so the SMSC drops it too once it is too late."""
+    if message["expires_at"] is None:
+        return None
+    return max(1, math.ceil(clock.seconds_between(now, message["expires_at"]) / 60))
+
+
+async def store(pipeline, change: changes.NewMessages) -> changes.Stored:
+    """Store new messages through the pipeline; the answer to each way it can be refused."""
+    try:
+        result = await pipeline.submit(change)
+    except Exception as exc:
+        if not (change.idempotency_key and db.is_unique_violation(exc)):
+            raise
+        result = await pipeline.submit(change)  # another replica stored the key first: now it is found
+    if isinstance(result, changes.Stored):
+        return result
+    if result == "missing":
+        raise gateway_not_found()
+    if result == "inactive":
+        raise inactive()
+    if result == "key_conflict":
+        raise ValidationFailed({"Idempotency-Key": [
+            "This key was already used with a different request within 24 hours."]})
+    raise AssertionError(f"unexpected outcome {result!r}")
 
 
 def country_refused(number: str, countries: frozenset[str]) -> ApiError:
@@ -142,7 +203,6 @@ def inactive() -> ApiError:
 
 # --- idempotency: a retried send never sends twice ----------------------------------
 
-IDEMPOTENCY_WINDOW = 24 * 3600
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 
@@ -156,79 +216,33 @@ def idempotency_key(request: Request) -> str | None:
     return raw.strip()
 
 
-def request_fingerprint(values: dict[str, Any]) -> str:
+def request_fingerprint(values: Any) -> str:
     """The request as sent (before defaults are filled in), hashed: the same key must
     come with the same request."""
     canonical = json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def key_taken(database, gateway_id: int, key: str) -> bool:
-    """Is ``key`` held by a message of this gateway from within the window?"""
-    return await database.fetch_val(sa.select(messages.c.id).where(
-        messages.c.sms_gateway_id == gateway_id, messages.c.idempotency_key == key,
-        messages.c.created_at >= clock.iso_after(-IDEMPOTENCY_WINDOW))) is not None
-
-
-async def replay(database, gateway_id: int, key: str, fingerprint: str) -> JSONResponse:
-    """The answer to a send whose Idempotency-Key is already taken: the original
-    message when the request is the same, 422 when it is not. Nothing is sent."""
-    row = await database.fetch_one(sa.select(messages).where(
-        messages.c.sms_gateway_id == gateway_id, messages.c.idempotency_key == key))
-    if row is None:  # the other request rolled back: the caller may simply retry
-        raise ApiError(409, "A request with this Idempotency-Key is being processed; retry.",
-                       {"Idempotency-Key": ["A request with this key did not finish; retry."]})
-    original = db.as_dict(row)
-    if original["request_hash"] != fingerprint:
-        raise ValidationFailed({"Idempotency-Key": [
-            "This key was already used with a different request within 24 hours."]})
+async def replay(database, message_id: int) -> JSONResponse:
+    """The answer to a send whose Idempotency-Key is taken by the same request: the
+    original message. Nothing is stored or sent."""
     response = ok("This Idempotency-Key was used already: the original message is returned, "
-                  "and nothing was sent again.", public(original))
+                  "and nothing was sent again.", public(await fetch_message(database, message_id)))
     response.headers["Idempotent-Replayed"] = "true"
     return response
-
-
-# --- the two writes of a send ------------------------------------------------------
-
-
-async def insert_queued(database, dialect: str, gateway_id: int, fields: dict[str, Any]) -> int | None:
-    """Store the message ``queued`` if, at that instant, its gateway exists and is active.
-
-    One INSERT ... SELECT: a gateway deactivated or deleted at the same moment
-    cannot end up with a new message (SQLite serialises the two writes; on
-    PostgreSQL the foreign key backs it up). Returns None when nothing was stored.
-    An Idempotency-Key already taken raises the unique violation; a key older
-    than the window is released first, in the same transaction.
-    """
-    row, event = changes.new_message({"sms_gateway_id": gateway_id, **fields}, clock.now_iso())
-    source = sa.select(*(sa.literal(value, messages.c[name].type).label(name) for name, value in row.items()))
-    source = source.where(sa.exists().where(gateways.c.id == gateway_id, gateways.c.is_active.is_(True)))
-    async with db.write_transaction(database, dialect) as connection:
-        if fields.get("idempotency_key"):
-            await connection.execute(messages.update().where(
-                messages.c.sms_gateway_id == gateway_id,
-                messages.c.idempotency_key == fields["idempotency_key"],
-                messages.c.created_at < clock.iso_after(-IDEMPOTENCY_WINDOW),
-            ).values(idempotency_key=None))
-        message_id = await connection.fetch_val(
-            messages.insert().from_select(list(row), source).returning(messages.c.id)
-        )
-        if message_id is not None:
-            await connection.execute(events.insert().values(**{**event, "message_id": message_id}))
-    return message_id
 
 
 OUTCOME_RETRIES = (0.5, 1, 2, 4, 8)  # seconds between tries while the database is away
 
 
-async def record_outcome(pipeline, message_id: int, gateway_id: int, outcome: Outcome) -> str:
+async def record_outcome(pipeline, message_id: int, gateway_id: int, outcome: Outcome, **retry: Any) -> str:
     """The gateway's answer, through the state-change pipeline: ``submitted`` (then any
     receipts that arrived first are applied) or ``failed`` (see ``api.changes``).
 
     It is the only record of an SMS that may have gone out, so while the database
     is away it is tried again for about 15 s before the error is let through (the
     message then stays ``queued`` and housekeeping marks it interrupted)."""
-    change = changes.SendOutcome(message_id, gateway_id, outcome)
+    change = changes.SendOutcome(message_id, gateway_id, outcome, **retry)
     for pause in OUTCOME_RETRIES:
         try:
             return await pipeline.submit(change)
@@ -239,3 +253,22 @@ async def record_outcome(pipeline, message_id: int, gateway_id: int, outcome: Ou
                         message_id, type(exc).__name__, pause)
             await asyncio.sleep(pause)
     return await pipeline.submit(change)
+
+
+# --- cancel ------------------------------------------------------------------------
+
+
+async def cancel_message(request: Request) -> JSONResponse:
+    """Cancel a message no gateway call has begun for (``scheduled``, or ``queued`` and
+    waiting); 409 once one has: the SMS may be on its way, and cannot be called back."""
+    state = request.app.state
+    message_id = path_id(request, "SMS message not found.")
+    message = await fetch_message(state.database, message_id)
+    if message is None or not scopes.may_use_gateway(auth.key_of(request).gateway_ids, message["sms_gateway_id"]):
+        raise ApiError(404, "SMS message not found.")
+    outcome = await state.pipeline.submit(changes.Cancel(message_id))
+    message = public(await fetch_message(state.database, message_id))
+    if outcome == states.CANCELED:
+        return ok("SMS canceled: it will not be sent.", message)
+    raise ApiError(409, f"This SMS is {message['state']} and can no longer be canceled: only a message not yet "
+                        "handed to its gateway can.", {"state": [f"The message is {message['state']}."]})

@@ -4,8 +4,13 @@ Gateways report raw statuses (Jasmin's ``ESME_ROK``, ``DELIVRD``, ``UNDELIV``...
 smsgw keeps the raw one, lowercased, in ``delivery_status`` (the contract) and a
 normalised ``state`` beside it:
 
-    queued → submitted → accepted → delivered
-                    ↘        ↘   ↘ failed
+    scheduled → queued → submitted → accepted → delivered
+         ↘         ↘ ↘           ↘        ↘   ↘ failed
+          canceled    (failed: refused, expired, interrupted)
+
+``scheduled`` and ``queued`` messages wait for the dispatcher (``api.changes``
+moves them; receipts cannot: they have no external id yet). ``canceled`` is
+final and only ever set by a cancel.
 
 The rule, which makes the outcome independent of the order receipts arrive in
 and of how often each arrives: states are ranked
@@ -25,8 +30,10 @@ import re
 from dataclasses import dataclass
 
 QUEUED, SUBMITTED, ACCEPTED, DELIVERED, FAILED = "queued", "submitted", "accepted", "delivered", "failed"
-RANK = {QUEUED: 0, SUBMITTED: 1, ACCEPTED: 2, FAILED: 3, DELIVERED: 4}
-FINAL = frozenset({DELIVERED, FAILED})
+SCHEDULED, CANCELED = "scheduled", "canceled"
+RANK = {SCHEDULED: 0, QUEUED: 0, SUBMITTED: 1, ACCEPTED: 2, CANCELED: 3, FAILED: 3, DELIVERED: 4}
+FINAL = frozenset({DELIVERED, FAILED, CANCELED})
+WAITING = frozenset({SCHEDULED, QUEUED})  # not yet handed to a gateway: a cancel may stop them
 
 # Raw statuses (lowercased) and the state each means.
 RAW_TO_STATE: dict[str, str] = {

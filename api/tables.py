@@ -42,6 +42,12 @@ gateways = sa.Table(
     sa.Column("meta", Json),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # How the dispatcher may use it (api.dispatcher, api.pacing).
+    sa.Column("throughput_per_second", sa.Float),  # null: no limit
+    sa.Column("max_in_flight", sa.Integer, nullable=False, server_default="16"),
+    sa.Column("max_attempts", sa.Integer, nullable=False, server_default="5"),
+    sa.Column("retry_ambiguous", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("default_validity_seconds", sa.Integer),  # null: messages never expire
     # A deleted gateway's id is never handed out again (SQLite reuses the highest rowid
     # otherwise): receipts and cached tokens of the old gateway must not reach a new one.
     # A migration that rebuilds this table on SQLite must pass this again (batch
@@ -79,6 +85,15 @@ messages = sa.Table(
     sa.Column("failed_at", Timestamp),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("client_reference", sa.String(64)),
+    sa.Column("batch_id", Id),
+    sa.Column("send_at", Timestamp),
+    sa.Column("validity_period", sa.Integer),  # seconds
+    sa.Column("expires_at", Timestamp),        # not handed to the gateway by then: failed, expired
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),  # gateway calls begun
+    sa.Column("next_attempt_at", Timestamp),   # set only while it waits for the dispatcher
+    sa.Column("claimed_at", Timestamp),        # set only while a gateway call for it may be under way
+    sa.Column("canceled_at", Timestamp),
     sa.Index(
         "ux_sms_messages_gateway_external_id",
         "sms_gateway_id",
@@ -89,8 +104,36 @@ messages = sa.Table(
     sa.Index("ix_sms_messages_gateway_id", "sms_gateway_id", "id"),
     sa.Index("ix_sms_messages_gateway_to_id", "sms_gateway_id", "to_number", "id"),
     sa.Index("ux_sms_messages_gateway_idempotency_key", "sms_gateway_id", "idempotency_key", unique=True),
-    sa.Index("ix_sms_messages_queued_created", "created_at",
-             sqlite_where=sa.text("state = 'queued'"), postgresql_where=sa.text("state = 'queued'")),
+    # Partial, so a receipt touches neither (see migration 0007).
+    sa.Index("ix_sms_messages_due", "sms_gateway_id", "next_attempt_at",
+             sqlite_where=sa.text("next_attempt_at IS NOT NULL"), postgresql_where=sa.text("next_attempt_at IS NOT NULL")),
+    sa.Index("ix_sms_messages_claimed", "claimed_at",
+             sqlite_where=sa.text("claimed_at IS NOT NULL"), postgresql_where=sa.text("claimed_at IS NOT NULL")),
+    sa.Index("ix_sms_messages_gateway_reference", "sms_gateway_id", "client_reference", "id"),
+    sa.Index("ix_sms_messages_batch_id", "batch_id", "id"),
+)
+
+# A batch send: its messages carry its id; its Idempotency-Key covers them all.
+batches = sa.Table(
+    "sms_batches",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("sms_gateway_id", Id, sa.ForeignKey("sms_gateways.id", ondelete="RESTRICT"), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("idempotency_key", sa.String(255)),
+    sa.Column("request_hash", sa.String(64)),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ux_sms_batches_gateway_idempotency_key", "sms_gateway_id", "idempotency_key", unique=True),
+)
+
+# Each gateway's token bucket (api.pacing), shared by every replica; made on first use.
+pacing = sa.Table(
+    "gateway_pacing",
+    metadata,
+    sa.Column("sms_gateway_id", Id, primary_key=True, autoincrement=False),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("refilled_at", Timestamp, nullable=False),
+    sa.Column("paused_until", Timestamp),
 )
 
 # Every receipt and every state change, in order: a message's history.

@@ -7,6 +7,7 @@ their text; a JSON body must carry the right JSON types.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -31,12 +32,12 @@ class ValidationFailed(Exception):
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # "string", "text", "integer", "boolean", "object"
+    kind: str  # "string", "text", "integer", "number", "boolean", "object"
     required: bool = False
     nullable: bool = False
     max_length: int | None = None
-    min_value: int | None = None
-    max_value: int | None = None
+    min_value: float | None = None
+    max_value: float | None = None
     choices: tuple[str, ...] = ()
     pattern: re.Pattern[str] | None = None
     pattern_message: str = ""
@@ -109,6 +110,19 @@ def _coerce(name: str, value: Any, spec: Field, from_form: bool) -> tuple[Any, s
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             return None, f"The {name} must be an integer."
+        if spec.min_value is not None and value < spec.min_value:
+            return None, f"The {name} must be at least {spec.min_value}."
+        if spec.max_value is not None and value > spec.max_value:
+            return None, f"The {name} may not be greater than {spec.max_value}."
+        return value, None
+    if spec.kind == "number":
+        if from_form and isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None, f"The {name} must be a number."
         if spec.min_value is not None and value < spec.min_value:
             return None, f"The {name} must be at least {spec.min_value}."
         if spec.max_value is not None and value > spec.max_value:

@@ -14,7 +14,8 @@ def message(**values) -> dict:
     row = {"id": 7, "sms_gateway_id": 1, "state": states.SUBMITTED, "delivery_status": states.SUBMITTED,
            "status_conflict": False, "external_message_id": "ext-7", "remote_response": {"data": "Success"},
            "failure_reason": None, "failure_code": None, "submitted_at": EARLIER, "delivered_at": None,
-           "failed_at": None, "updated_at": EARLIER}
+           "failed_at": None, "updated_at": EARLIER, "attempts": 1, "next_attempt_at": None, "claimed_at": None,
+           "canceled_at": None, "expires_at": None}
     return {**row, **values}
 
 
@@ -95,9 +96,13 @@ def test_a_late_answer_gives_an_interrupted_message_its_id_but_never_replaces_on
 
 
 def test_housekeeping_interrupts_only_a_message_still_queued_and_expires_only_a_pending_receipt_past_its_time():
-    queued = message(state=states.QUEUED, delivery_status=states.QUEUED, external_message_id=None)
+    queued = message(state=states.QUEUED, delivery_status=states.QUEUED, external_message_id=None,
+                     claimed_at=EARLIER)
     plan = changes.plan(Interruption(7), Facts(message=queued), NOW, 3600)
     assert plan.message["failure_code"] == changes.INTERRUPTED and plan.message["state"] == states.FAILED
+    assert plan.message["claimed_at"] is None
+    waiting = {**queued, "claimed_at": None, "next_attempt_at": NOW}  # waits for the dispatcher: no call began
+    assert changes.plan(Interruption(7), Facts(message=waiting), NOW, 3600).outcome == "unchanged"
     assert changes.plan(Interruption(7), Facts(message=message()), NOW, 3600).outcome == "unchanged"
     assert changes.plan(ParkedExpiry(1), Facts(parked=parked(1, "esme_rok", expires_at=EARLIER)), NOW,
                         3600).resolve["status"] == changes.EXPIRED

@@ -166,7 +166,7 @@ def new_messages(senders: tuple[int, ...]) -> list[tuple[dict[str, Any], dict[st
     """Each message as first stored (``queued``) and its first event, as ``api.sending`` makes them."""
     return [changes.new_message({"sms_gateway_id": gateway_id, "to_number": f"+49151000000{i}", "from_sender": "ACME",
                                  "message": f"hello {i}", "callback_url": "https://client.example/cb"},
-                                clock.now_iso())
+                                {"default_validity_seconds": None}, clock.now_iso(), claimed=True)
             for i, gateway_id in enumerate(senders, start=1)]
 
 
@@ -323,7 +323,7 @@ def when(stamp: str | None) -> str | None:
 
 def comparable(tables: Tables) -> dict[str, list]:
     """The tables without what depends on when they were written (created_at, updated_at; clock times as "set")."""
-    stamps = ("submitted_at", "delivered_at", "failed_at")
+    stamps = ("submitted_at", "delivered_at", "failed_at", "claimed_at", "next_attempt_at", "canceled_at")
     return {
         "messages": [{name: when(value) if name in stamps else value for name, value in row.items()
                       if name not in ("created_at", "updated_at")} for row in tables.messages],

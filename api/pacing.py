@@ -1,0 +1,86 @@
+"""Each gateway's pace: a token bucket kept in the database, so every replica draws from one.
+
+A gateway with ``throughput_per_second`` = r gains r tokens a second; a send
+takes one. The bucket holds at most ``burst(r)`` (a twentieth of a second's
+worth, at least one), so after a quiet spell the dispatcher may send that many
+at once and no more: in any one-second window at most r + burst(r) sends start
+(105 at r = 100). The bucket's row (``gateway_pacing``) is read under lock in
+the claim's transaction (``api.batches``), so two replicas claiming at once
+take turns and never share a token.
+
+A gateway that answers "too fast" (Jasmin's 403 ``User throughput exceeded``,
+HTTP 429) is paused: no replica claims for it until ``paused_until``, and its
+bucket restarts empty.
+
+Pure: the time is given as an ``api.clock`` timestamp; rows are plain dicts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from api import clock
+
+UNLIMITED = 1 << 30  # "as many as you like": the other limits (max_in_flight, the due messages) decide
+
+
+def burst(rate: float) -> float:
+    return max(1.0, rate / 20)
+
+
+def _paused_for(bucket: Mapping[str, Any] | None, now: str) -> float:
+    if bucket is None or bucket["paused_until"] is None or bucket["paused_until"] <= now:
+        return 0.0
+    return clock.seconds_between(now, bucket["paused_until"])
+
+
+def _tokens(bucket: Mapping[str, Any] | None, rate: float, now: str) -> float:
+    """The tokens in the bucket at ``now``: refilled since it was last written, up to its burst."""
+    if bucket is None:
+        return burst(rate)
+    since = max(0.0, clock.seconds_between(bucket["refilled_at"], now))
+    return min(burst(rate), bucket["tokens"] + rate * since)
+
+
+def available(bucket: Mapping[str, Any] | None, rate: float | None, now: str) -> tuple[int, float | None]:
+    """How many sends may start now, and, when that is none, in how many seconds one may."""
+    paused = _paused_for(bucket, now)
+    if paused > 0:
+        return 0, paused
+    if rate is None:
+        return UNLIMITED, None
+    tokens = _tokens(bucket, rate, now)
+    if tokens >= 1:
+        return int(tokens), None
+    return 0, (1 - tokens) / rate
+
+
+def take(bucket: Mapping[str, Any] | None, gateway_id: int, rate: float | None, now: str, count: int
+         ) -> dict[str, Any] | None:
+    """The bucket's row after ``count`` sends start now; None when there is nothing to write
+    (no limit, no pause)."""
+    if rate is None:
+        return None
+    return {"sms_gateway_id": gateway_id, "tokens": _tokens(bucket, rate, now) - count, "refilled_at": now,
+            "paused_until": bucket["paused_until"] if bucket is not None else None}
+
+
+def wait_for_token(bucket: Mapping[str, Any] | None, rate: float | None, now: str) -> float | None:
+    """Seconds until the next send may start; None when that is not the bucket's to say."""
+    allowed, wait = available(bucket, rate, now)
+    if allowed > 0 or wait is None:
+        return 0.0 if rate is not None and allowed > 0 else None
+    return wait
+
+
+def pause(bucket: Mapping[str, Any] | None, gateway_id: int, now: str, seconds: float) -> dict[str, Any]:
+    """The row after the gateway said "too fast": paused for ``seconds`` (never shortened by a
+    second, shorter pause), and empty when it resumes."""
+    until = clock.after(now, max(0.0, seconds))
+    if bucket is not None and bucket["paused_until"] is not None and bucket["paused_until"] > until:
+        until = bucket["paused_until"]
+    tokens = 0.0
+    if bucket is not None and math.isfinite(bucket["tokens"]):
+        tokens = min(0.0, bucket["tokens"])
+    return {"sms_gateway_id": gateway_id, "tokens": tokens, "refilled_at": until, "paused_until": until}
