@@ -120,6 +120,8 @@ def apply(batch: Sequence[Change], now: str, unmatched_ttl: float, dialect: str
         if any(c.batch for c in new):
             count = sum(1 for c in new if c.batch)
             view.new_batch_ids = db.reserved(dialect, (yield Read(reads.next_batch_ids, {"n": count})), count)
+    paced |= {c.gateway_id for c in new if c.claimed and c.gateway_id in view.gateways
+              and view.gateways[c.gateway_id]["throughput_per_second"] is not None}
     if paced:
         view.buckets = {row["sms_gateway_id"]: row for row in (
             yield Read(reads.buckets, db.id_params(dialect, paced)))}
@@ -263,7 +265,8 @@ class View:
             ids, self.new_ids = self.new_ids[:len(change.rows)], self.new_ids[len(change.rows):]
             batch_id = self.new_batch_ids.pop(0) if change.batch else None
             return Facts(gateway=self.gateways.get(change.gateway_id), new_ids=tuple(ids), new_batch_id=batch_id,
-                         key_holder=self.key_holders.get((kind, change.gateway_id, change.idempotency_key)))
+                         key_holder=self.key_holders.get((kind, change.gateway_id, change.idempotency_key)),
+                         bucket=self.buckets.get(change.gateway_id))
         if isinstance(change, Claim):
             gateway_id = change.gateway_id
             return Facts(gateway=self.gateways.get(gateway_id), bucket=self.buckets.get(gateway_id),

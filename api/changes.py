@@ -319,7 +319,11 @@ def _new_messages(change: NewMessages, facts: Facts, now: str) -> Plan:
     if change.batch:
         new_batch = {"id": batch_id, "sms_gateway_id": change.gateway_id, "size": len(rows),
                      "created_at": now, **key}
+    bucket = None
+    if change.claimed:  # its call starts now: it takes its token (see api.pacing)
+        bucket = pacing.take(facts.bucket, change.gateway_id, gateway["throughput_per_second"], now, len(rows))
     return Plan("stored", inserts=tuple(rows), events=tuple(events), new_batch=new_batch, release=release,
+                bucket=bucket,
                 result=Stored(tuple(facts.new_ids), batch_id=batch_id, rows=tuple(rows)))
 
 

@@ -12,6 +12,10 @@ A gateway that answers "too fast" (Jasmin's 403 ``User throughput exceeded``,
 HTTP 429) is paused: no replica claims for it until ``paused_until``, and its
 bucket restarts empty.
 
+A synchronous send is never held back (its caller waits for the gateway's
+answer), but it takes its token too, into debt if need be: the dispatcher then
+waits until the debt is paid, so the gateway's rate holds as a whole.
+
 Pure: the time is given as an ``api.clock`` timestamp; rows are plain dicts.
 """
 
@@ -60,9 +64,12 @@ def take(bucket: Mapping[str, Any] | None, gateway_id: int, rate: float | None, 
          ) -> dict[str, Any] | None:
     """The bucket's row after ``count`` sends start now; None when there is nothing to write
     (no limit, no pause)."""
-    if rate is None:
-        return None
-    return {"sms_gateway_id": gateway_id, "tokens": _tokens(bucket, rate, now) - count, "refilled_at": now,
+    if rate is None or (count == 0 and _paused_for(bucket, now) > 0):
+        return None  # nothing to write: no limit, or a pause (its row already says when it ends)
+    # Synchronous sends take tokens they may not have (their caller is waiting): the debt,
+    # at most a second's worth, holds the dispatcher back until it is paid.
+    tokens = max(-max(rate, 1.0), _tokens(bucket, rate, now) - count)
+    return {"sms_gateway_id": gateway_id, "tokens": tokens, "refilled_at": now,
             "paused_until": bucket["paused_until"] if bucket is not None else None}
 
 
