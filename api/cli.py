@@ -242,6 +242,41 @@ def cmd_secrets(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    """``smsgw send --gateway ID --csv FILE``: see api.bulk_send."""
+    import os
+
+    from api import bulk_send
+
+    return bulk_send.run(settings, args, dict(os.environ))
+
+
+def batch_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError("must be from 1 to 10000 (and at most the server's SMSGW_MAX_BATCH)")
+    return value
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0")
+    return value
+
+
+SEND_EPILOG = """\
+The CSV's header names its columns: to_number (required), message (required unless
+--message), client_reference (optional); any other column stops the command before
+anything is sent. Rows the API rejects are reported by line number (the header is
+line 1) and the others are stored. Each chunk carries an Idempotency-Key derived from
+the file's content (and --gateway, --message, --batch-size): running the same command
+again within 24 hours, e.g. after a crash, stores nothing twice.
+
+Exit status: 0 every row stored; 1 a row rejected, the API refused to go on, or
+--wait timed out; 2 a usage error (nothing sent)."""
+
+
 def anchor(text: str) -> tuple[int, str]:
     from api import audit_chain
 
@@ -290,6 +325,25 @@ def parser() -> argparse.ArgumentParser:
     secrets_actions.add_parser("rotate-key", help="re-encrypt every gateway password under SMSGW_SECRET_KEY, "
                                                   "reading old ones with SMSGW_SECRET_KEY_PREVIOUS")
     secrets.set_defaults(run=cmd_secrets)
+    send = commands.add_parser("send", help="send the messages of a CSV file through the API, in batches",
+                               epilog=SEND_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    send.add_argument("--gateway", required=True, type=int, metavar="ID", help="the SMS gateway to send through")
+    send.add_argument("--csv", required=True, metavar="FILE", help="UTF-8 CSV: to_number,message,client_reference")
+    send.add_argument("--message", metavar="TEXT", help="the text of every row whose message cell is empty "
+                                                        "(or of every row, when the file has no message column)")
+    send.add_argument("--batch-size", type=batch_size, default=500, metavar="N",
+                      help="messages per request (default 500; at most the server's SMSGW_MAX_BATCH, 1000)")
+    send.add_argument("--wait", action="store_true",
+                      help="then show counts by state until every message is delivered, failed or canceled")
+    send.add_argument("--timeout", type=seconds, metavar="SECONDS",
+                      help="with --wait: stop waiting after this long, exit 1 (default: wait until all are final)")
+    send.add_argument("--json", action="store_true", help="print the summary as JSON")
+    send.add_argument("--api-url", metavar="URL", help="the API (default: SMSGW_API_URL, http://127.0.0.1:8000)")
+    send.add_argument("--api-key", metavar="KEY", help="an API key with messages:send (and messages:read for "
+                                                      "--wait); default: SMSGW_API_KEY, else SMSGW_ADMIN_KEY. "
+                                                      "A key on the command line is visible to other users "
+                                                      "of the machine: prefer the variable")
+    send.set_defaults(run=cmd_send)
     return top
 
 
