@@ -232,7 +232,8 @@ def refusal(response: httpx.Response, gateway_id: int | None = None) -> str:
         body = {}
     said = body.get("message") if isinstance(body, dict) else None
     hints = {401: "check SMSGW_API_KEY (or --api-key)",
-             403: "the key lacks the messages:send scope or may not use this gateway",
+             403: "the key lacks a scope this needs — messages:send to send, messages:read for --wait — "
+                  "or may not use this gateway",
              409: "the gateway is inactive"}
     if gateway_id is not None:
         hints[404] = f"no SMS gateway has id {gateway_id}, or this key may not use it"
@@ -256,7 +257,7 @@ def upload(client: httpx.Client, gateway_id: int, sheet: Sheet, digest: str, bat
         while rows:
             response = post(client, url, {"messages": [row.item for row in rows]}, chunk_key(digest, index, rows, full))
             if response.status_code in (200, 202):
-                meta = response.json().get("meta") or {}
+                meta = json_of(response, result).get("meta") or {}
                 batch_id = meta.get("batch_id")
                 if batch_id is not None and batch_id not in result.batch_ids:
                     result.batch_ids.append(batch_id)
@@ -281,6 +282,18 @@ def upload(client: httpx.Client, gateway_id: int, sheet: Sheet, digest: str, bat
 
 def plural(count: int, word: str = "row") -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def json_of(response: httpx.Response, result: Result) -> dict[str, Any]:
+    """A success's body; not JSON means --api-url is not smsgw's API."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise_stop(result, f"{response.request.url} answered {response.status_code} without the API's JSON: "
+                           "is --api-url (SMSGW_API_URL) smsgw's API?")
+    return body
 
 
 def error_fields(response: httpx.Response) -> Any:
@@ -313,9 +326,9 @@ def watch(client: httpx.Client, result: Result, timeout: float | None, progress:
                 break  # a passing loss: the next poll tells
             if response.status_code != 200:
                 raise_stop(result, f"batch {batch_id}: {refusal(response)}")
-            batch = response.json()["data"]
-            size += batch["size"]
-            for state, count in batch["counts"].items():
+            batch = json_of(response, result).get("data") or {}
+            size += batch.get("size", 0)
+            for state, count in (batch.get("counts") or {}).items():
                 counts[state] = counts.get(state, 0) + count
         else:
             result.counts = counts

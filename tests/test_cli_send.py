@@ -290,3 +290,36 @@ def test_a_503_is_tried_again_with_the_same_idempotency_key(stub, tmp_path):
     keys = [{k.lower(): v for k, v in r.headers.items()}["idempotency-key"] for r in stub.received]
     assert len(keys) == 2 and keys[0] == keys[1]
     assert [r.path for r in stub.received] == ["/api/sms-gateways/7/messages"] * 2
+
+
+def test_wait_gives_up_at_the_timeout_and_says_so(api, key, client, gateway, simulator, tmp_path):
+    knobs = f"http://127.0.0.1:{simulator}/_simulator/config"
+    assert httpx.post(knobs, json={"throw": False}).status_code == 200  # accepted, but no receipt ever comes
+    try:
+        path = write(tmp_path, "to_number,message\n+14155551001,never delivered\n")
+        done = send(api, key, "--gateway", str(gateway), "--csv", str(path), "--wait", "--timeout", "2", "--json")
+    finally:
+        httpx.post(knobs, json={"throw": True})
+    assert done.returncode == 1
+    summary = json.loads(done.stdout)
+    assert summary["stored"] == 1 and summary["timed_out"] and summary["final"] == 0
+    assert "0/1 final" in done.stderr
+
+
+def test_a_key_that_may_not_read_can_send_but_not_wait(api, key, client, gateway, tmp_path):
+    sender = run_smsgw(api.env, "apikey", "create", "--name", "send only", "--scope", "messages:send"
+                       ).stdout.strip().splitlines()[-1]
+    path = write(tmp_path, "to_number,message\n+14155551001,hello\n")
+    done = send(api, sender, "--gateway", str(gateway), "--csv", str(path), "--wait")
+    assert done.returncode == 1
+    assert "1 stored" in done.stdout and "403" in done.stderr and "messages:read" in done.stderr
+    assert len(stored(client, gateway)) == 1
+
+
+def test_an_api_url_that_is_not_the_api_stops_with_a_clear_message(stub, tmp_path):
+    stub.answer(200, "<html>a web server</html>", content_type="text/html")
+    path = write(tmp_path, "to_number,message\n+14155551001,hello\n")
+    env = {**os.environ, "SMSGW_API_URL": f"http://127.0.0.1:{stub.port}", "SMSGW_API_KEY": "k" * 40}
+    done = run_smsgw(env, "send", "--gateway", "7", "--csv", str(path), check=False)
+    assert done.returncode == 1
+    assert "is --api-url (SMSGW_API_URL) smsgw's API?" in done.stderr and "Traceback" not in done.stderr
