@@ -3,12 +3,21 @@
 Each row is measured in the same run on the same machine, so the ratios hold
 even when the machine is noisy. Prints a table and writes bench/results.json.
 Knobs (environment): BENCH_SECONDS (8), BENCH_CONNECTIONS (32), BENCH_ROWS
-(comma-separated subset), BENCH_MEMORY_REQUESTS (200000), BENCH_MEMORY_CAP_S (90).
+(comma-separated subset), BENCH_MEMORY_REQUESTS (200000), BENCH_MEMORY_CAP_S (90),
+BENCH_DISPATCH_MESSAGES (20000, the ``dispatch`` row's messages), BENCH_BATCH_CONNECTIONS
+(4, ``send_batch``'s connections).
+
+Sending rows (issue 12), all to the simulator with receipts off: ``simulator`` (its
+/secure/send alone, so it is known not to be the limit), ``send`` (synchronous sends
+through the API), ``send_batch`` (messages accepted per second through the batch
+route), ``dispatch`` (messages the dispatcher hands to the simulator per second, no
+limit) and ``dispatch_paced`` (two replicas on PostgreSQL pacing one gateway at 100/s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import platform
@@ -19,6 +28,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -36,11 +46,19 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 MEMORY_REQUESTS = int(os.environ.get("BENCH_MEMORY_REQUESTS", "200000"))
 MEMORY_CAP_S = int(os.environ.get("BENCH_MEMORY_CAP_S", "90"))
+DISPATCH_MESSAGES = int(os.environ.get("BENCH_DISPATCH_MESSAGES", "20000"))
 ROWS = [r for r in os.environ.get("BENCH_ROWS", "").split(",") if r]
 TOKEN = "bench-token-" + "x" * 32
 WRK = shutil.which("wrk")
 # API worker processes (smsgw api --workers); the no-op ceiling runs with as many.
 WORKERS = int(os.environ.get("SMSGW_API_WORKERS", "1"))
+SIMULATOR_LOGIN = ("demo", "demo-password")  # the simulator's default credentials
+BATCH = 1000  # messages in one batch request (SMSGW_MAX_BATCH's default)
+# send_batch's connections: a batch takes ~0.3 s, so 32 at once would only queue past wrk's timeouts
+BATCH_CONNECTIONS = int(os.environ.get("BENCH_BATCH_CONNECTIONS", "4"))
+PACED_RATE = 100  # dispatch_paced: the gateway's throughput_per_second
+PACED_MESSAGES = 3600  # enough for PACED_WINDOW whole seconds and a partial one at each end
+PACED_WINDOW = 30  # seconds measured
 
 
 # --- load ------------------------------------------------------------------------------
@@ -55,11 +73,14 @@ def jasmin_receipt_env() -> dict[str, str]:
     return {"BENCH_BODY": urlencode(fields), "BENCH_USER_AGENT": jasmin.THROWER_USER_AGENT}
 
 
-def wrk(url: str, script: str, seconds: int, env: dict[str, str], delay_ms: float = 0) -> dict:
-    """One wrk run: requests/s, and latency percentiles (with --latency)."""
-    args = [WRK, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench" / script), url]
+def wrk(url: str, script: str, seconds: int, env: dict[str, str], delay_ms: float = 0,
+        connections: int = CONNECTIONS, timeout_s: int = 2) -> dict:
+    """One wrk run: requests/s, and latency percentiles (with --latency). A request not
+    answered within ``timeout_s`` (wrk's default, 2 s) counts as a timeout, not a request."""
+    args = [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout_s}s", "--latency",
+            "-s", str(ROOT / "bench" / script), url]
     out = subprocess.run(args, env={**os.environ, **env, "BENCH_DELAY_MS": str(delay_ms)},
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
+                         capture_output=True, text=True, timeout=seconds + timeout_s + 60).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -101,20 +122,34 @@ def cpu_seconds(processes) -> float:
     return sum(stats[pid][1] for pid in wanted if pid in stats)
 
 
-def measure(name: str, url: str, script: str, env: dict[str, str], cpu_of=()) -> dict:
+def measure(name: str, url: str, script: str, env: dict[str, str], cpu_of=(), messages_per_request: int = 1,
+            connections: int = CONNECTIONS, timeout_s: int = 2) -> dict:
     """One row. ``cpu_of``: the processes whose CPU time per request the row reports
-    (the API's, for receipt rows): where the time goes, to guide the next step."""
-    wrk(url, script, 2, env)  # warm up
+    (the API's, for receipt rows): where the time goes, to guide the next step.
+    ``messages_per_request`` > 1 (a batch route): the row's ``rps`` is then messages/s,
+    wrk's own requests/s is kept as ``requests_per_s``, and CPU is also given per message.
+    ``connections`` and ``timeout_s``: for slow requests (a batch takes a third of a
+    second), fewer connections and a longer wait than wrk's 2 s."""
+    load = {"connections": connections, "timeout_s": timeout_s}
+    wrk(url, script, 2, env, **load)  # warm up
     cpu_before = cpu_seconds(cpu_of)
-    peak = wrk(url, script, SECONDS, env)
-    cpu_us = round((cpu_seconds(cpu_of) - cpu_before) / max(peak["requests"], 1) * 1e6) if cpu_of else None
+    peak = wrk(url, script, SECONDS, env, **load)
+    cpu_used = cpu_seconds(cpu_of) - cpu_before
+    cpu_us = round(cpu_used / max(peak["requests"], 1) * 1e6) if cpu_of else None
     # latency at half the peak rate: each connection pauses so all of them together make rate/2
-    half = wrk(url, script, SECONDS, env, delay_ms=CONNECTIONS * 1000 / max(peak["rps"] / 2, 1))
-    row = {"row": name, "rps": round(peak["rps"]), "requests": peak["requests"], "non_2xx": peak["non_2xx"],
-           "errors": peak["socket_errors"], "p50_ms_half": _round(half["p50_ms"]),
+    half = wrk(url, script, SECONDS, env, delay_ms=connections * 1000 / max(peak["rps"] / 2, 1), **load)
+    row = {"row": name, "rps": round(peak["rps"] * messages_per_request), "requests": peak["requests"],
+           "non_2xx": peak["non_2xx"], "errors": peak["socket_errors"], "p50_ms_half": _round(half["p50_ms"]),
            "p99_ms_half": _round(half["p99_ms"]),
            "rps_half": round(half["rps"]), "cpu_us_per_request": cpu_us}
-    print(f"  {name:<13} {row['rps']:>8} req/s   p50 {row['p50_ms_half']} ms  p99 {row['p99_ms_half']} ms "
+    unit = "req/s"
+    if messages_per_request > 1:
+        unit = "msg/s"
+        row.update({"unit": "messages/s", "messages_per_request": messages_per_request, "connections": connections,
+                    "requests_per_s": round(peak["rps"], 1),
+                    "cpu_us_per_message": round(cpu_used / max(peak["requests"] * messages_per_request, 1) * 1e6, 1)
+                    if cpu_of else None})
+    print(f"  {name:<13} {row['rps']:>8} {unit}   p50 {row['p50_ms_half']} ms  p99 {row['p99_ms_half']} ms "
           f"(at {row['rps_half']} req/s)  non-2xx {row['non_2xx']}  cpu {cpu_us} us/req", flush=True)
     return row
 
@@ -226,6 +261,12 @@ class Stack:
         self.processes.append(nginx.process)
         return nginx.url
 
+    def release(self, processes):
+        """Stop ``processes`` (a row's own) and forget them, leaving the others running."""
+        for process in reversed(processes):
+            process.stop()
+            self.processes.remove(process)
+
     def stop(self):
         for process in reversed(self.processes):
             process.stop()
@@ -295,6 +336,210 @@ async def durability(database_url: str, stack: Stack, messages: int) -> dict:
     return {"acknowledged": len(acked), "missing": len(missing), "ok": not missing and len(acked) > 0}
 
 
+# --- sending (issue 12) ---------------------------------------------------------------------
+
+
+def fresh_sqlite(workdir: Path, name: str) -> str:
+    url = f"sqlite:///{workdir / name}"
+    run_smsgw({**os.environ, "SMSGW_DATABASE_URL": url}, "migrate")
+    return url
+
+
+def fresh_postgres() -> str:
+    from tests.servers import create_postgres_database
+
+    url = create_postgres_database()
+    run_smsgw({**os.environ, "SMSGW_DATABASE_URL": url}, "migrate")
+    return url
+
+
+def api_key(api_env: dict[str, str]) -> str:
+    return run_smsgw(api_env, "apikey", "create", "--name", "bench").stdout.strip().splitlines()[-1]
+
+
+def gateway_to_simulator(api_url: str, key: str, simulator_port: int, name: str, **fields) -> int:
+    """A Jasmin gateway on the simulator's /secure/send; ``fields``: its dispatch settings."""
+    response = httpx.post(f"{api_url}/api/sms-gateways", headers={"Authorization": f"Bearer {key}"}, json={
+        "name": name, "server_host": "127.0.0.1", "server_port": simulator_port, "username": SIMULATOR_LOGIN[0],
+        "password": SIMULATOR_LOGIN[1], "default_sender_id": "B", **fields})
+    response.raise_for_status()
+    return response.json()["data"]["id"]
+
+
+def batch_body(size: int, send_at: str) -> dict:
+    """One batch of ``size`` messages, all due at ``send_at``."""
+    return {"messages": [{"to_number": "+14155550123", "message": "benchmark", "send_at": send_at}] * size}
+
+
+def body_file(workdir: Path, name: str, body: dict) -> str:
+    path = workdir / name
+    path.write_text(json.dumps(body))
+    return str(path)
+
+
+def upload(targets: list[tuple[str, str]], gateway_id: int, count: int, send_at: str) -> list[int]:
+    """``count`` messages in batches of BATCH, all due at ``send_at``, sent to each API of
+    ``targets`` (url, key) in turn; returns the batch ids."""
+    batch_ids = []
+    for index, start in enumerate(range(0, count, BATCH)):
+        url, key = targets[index % len(targets)]
+        response = httpx.post(f"{url}/api/sms-gateways/{gateway_id}/messages", timeout=120,
+                              headers={"Authorization": f"Bearer {key}"},
+                              json=batch_body(min(BATCH, count - start), send_at))
+        if response.status_code != 202:
+            raise RuntimeError(f"the batch route answered {response.status_code}: {response.text[:300]}")
+        batch_ids.append(response.json()["meta"]["batch_id"])
+    return batch_ids
+
+
+def upload_due_together(targets: list[tuple[str, str]], gateway_id: int, count: int, simulator: str) -> dict:
+    """Upload ``count`` messages with one common ``send_at`` a few seconds after the upload
+    ends, so that all of them become due at once and the dispatcher's rate is measured
+    alone, not the upload's. How long the upload takes is learnt from one batch first
+    (scheduled a day ahead: it stays in the database, never due). The simulator's stats
+    are reset just before."""
+    started = time.monotonic()
+    upload(targets[:1], gateway_id, BATCH, clock.iso_after(86400))
+    one_batch = time.monotonic() - started
+    lead = 3 + 2 * one_batch * -(-count // BATCH)
+    httpx.post(simulator + "/_simulator/stats/reset")
+    send_at = clock.iso_after(lead)
+    batch_ids = upload(targets, gateway_id, count, send_at)
+    overran = clock.now_iso() >= send_at
+    if overran:
+        print(f"  WARNING: the upload ended after its send_at ({lead:.1f} s ahead): sending overlapped it",
+              flush=True)
+    return {"batch_ids": batch_ids, "send_at": send_at, "upload_overran": overran}
+
+
+def wait_for_sends(simulator: str, count: int, deadline_s: float) -> dict:
+    """The simulator's stats once it accepted ``count`` sends, or when none came for 30 s,
+    or at ``deadline_s`` from now."""
+    deadline = time.monotonic() + deadline_s
+    last, last_change = -1, time.monotonic()
+    while True:
+        stats = httpx.get(simulator + "/_simulator/stats").json()
+        if stats["accepted"] != last:
+            last, last_change = stats["accepted"], time.monotonic()
+        if stats["accepted"] >= count or time.monotonic() > deadline or \
+                (stats["accepted"] and time.monotonic() - last_change > 30):
+            return stats
+        time.sleep(0.5)
+
+
+def batch_states(targets: list[tuple[str, str]], batch_ids: list[int]) -> dict[str, int]:
+    """How many of the batches' messages are in each state (all ``submitted`` when every
+    send was taken; receipts are off)."""
+    url, key = targets[0]
+    counts: dict[str, int] = {}
+    for batch_id in batch_ids:
+        data = httpx.get(f"{url}/api/sms-batches/{batch_id}", headers={"Authorization": f"Bearer {key}"}).json()
+        for state, n in data["data"]["counts"].items():
+            counts[state] = counts.get(state, 0) + n
+    return counts
+
+
+def send_rate(per_second: dict[str, int]) -> dict:
+    """Sends per second from the simulator's per-second counts: ``whole`` over every second
+    from the first with sends to the last (their partial first and last seconds included,
+    so slightly low), ``steady`` over the seconds between those two (a second with no
+    sends counts as 0)."""
+    counts = {int(second): n for second, n in per_second.items()}
+    if not counts:
+        return {"whole": 0.0, "steady": None, "seconds": 0}
+    first, last = min(counts), max(counts)
+    whole = sum(counts.values()) / (last - first + 1)
+    inner = range(first + 1, last)
+    steady = sum(counts.get(s, 0) for s in inner) / len(inner) if len(inner) else None
+    return {"whole": whole, "steady": steady, "seconds": last - first + 1}
+
+
+def paced_window(per_second: dict[str, int], window: int) -> dict | None:
+    """The ``window`` whole seconds after the first second with sends (that first one is
+    partial, so left out; the last partial one is past the window when enough was sent):
+    their average and their busiest second. None when the sends did not last that long."""
+    counts = {int(second): n for second, n in per_second.items()}
+    if not counts or max(counts) < min(counts) + window + 1:
+        return None
+    seconds = [counts.get(s, 0) for s in range(min(counts) + 1, min(counts) + window + 1)]
+    return {"average": sum(seconds) / window, "busiest": max(seconds), "per_second": seconds}
+
+
+def sending_row(name: str, rate: float, extra: dict) -> dict:
+    """A row measured from the simulator's counts, not by wrk: messages/s, no latencies."""
+    return {"row": name, "rps": round(rate), "unit": "messages/s", "requests": None, "non_2xx": 0, "errors": "",
+            "p50_ms_half": None, "p99_ms_half": None, "rps_half": None, **extra}
+
+
+def dispatch_row(stack: Stack, simulator_port: int, count: int) -> dict:
+    """Messages handed to the simulator per second with no limit: a fresh SQLite API, one
+    gateway (throughput_per_second null, max_in_flight 64), ``count`` messages due at once."""
+    simulator = f"http://127.0.0.1:{simulator_port}"
+    url, _, process, env = stack.api(fresh_sqlite(stack.workdir, "bench-dispatch.db"))
+    try:
+        key = api_key(env)
+        gateway_id = gateway_to_simulator(url, key, simulator_port, "bench dispatch",
+                                          throughput_per_second=None, max_in_flight=64)
+        targets = [(url, key)]
+        uploaded = upload_due_together(targets, gateway_id, count, simulator)
+        cpu_before = cpu_seconds([process])
+        stats = wait_for_sends(simulator, count, deadline_s=600)
+        cpu_us = round((cpu_seconds([process]) - cpu_before) / max(stats["accepted"], 1) * 1e6)
+        rate = send_rate(stats["per_second"])
+        states = batch_states(targets, uploaded["batch_ids"])
+    finally:
+        stack.release([process])
+    row = sending_row("dispatch", rate["whole"], {
+        "messages": count, "accepted": stats["accepted"], "refused": stats["refused"], "seconds": rate["seconds"],
+        "rate_over": "every second from the first with sends to the last, partial ones included",
+        "steady_rps": _round(rate["steady"]), "throughput_per_second": None, "max_in_flight": 64,
+        "states": states, "upload_overran": uploaded["upload_overran"], "cpu_us_per_request": cpu_us})
+    print(f"  dispatch      {row['rps']:>8} msg/s  ({stats['accepted']} of {count} in {rate['seconds']} s; steady "
+          f"{row['steady_rps']})  states {states}  cpu {cpu_us} us/message", flush=True)
+    return row
+
+
+def dispatch_paced_row(stack: Stack, simulator_port: int) -> dict:
+    """Two API replicas on one fresh PostgreSQL database pacing one gateway at PACED_RATE/s,
+    PACED_MESSAGES due at once (uploaded half through each), measured over PACED_WINDOW
+    whole seconds of the simulator's per-second counts."""
+    from tests.servers import drop_postgres_database
+
+    simulator = f"http://127.0.0.1:{simulator_port}"
+    pg = fresh_postgres()
+    started = []
+    try:
+        url1, _, process1, env1 = stack.api(pg)
+        started.append(process1)
+        url2, _, process2, _ = stack.api(pg)
+        started.append(process2)
+        key = api_key(env1)
+        gateway_id = gateway_to_simulator(url1, key, simulator_port, "bench paced",
+                                          throughput_per_second=PACED_RATE)
+        targets = [(url1, key), (url2, key)]
+        uploaded = upload_due_together(targets, gateway_id, PACED_MESSAGES, simulator)
+        cpu_before = [cpu_seconds([p]) for p in started]
+        stats = wait_for_sends(simulator, PACED_MESSAGES, deadline_s=PACED_MESSAGES / PACED_RATE + 90)
+        cpu = [round(cpu_seconds([p]) - before, 1) for p, before in zip(started, cpu_before)]
+        states = batch_states(targets, uploaded["batch_ids"])
+    finally:
+        stack.release(started)
+        drop_postgres_database(pg)
+    window = paced_window(stats["per_second"], PACED_WINDOW)
+    average, busiest = (window["average"], window["busiest"]) if window else (0.0, None)
+    row = sending_row("dispatch_paced", average, {
+        "messages": PACED_MESSAGES, "accepted": stats["accepted"], "refused": stats["refused"],
+        "throughput_per_second": PACED_RATE, "replicas": 2, "database": "postgresql",
+        "window_s": PACED_WINDOW, "average": _round(average), "busiest_second": busiest,
+        "window": f"{PACED_WINDOW} whole seconds after the first second with sends (the first and last "
+                  "partial seconds left out); busiest = the most sends in one unix second",
+        "per_second": window["per_second"] if window else None, "states": states,
+        "replica_cpu_s": cpu, "upload_overran": uploaded["upload_overran"], "cpu_us_per_request": None})
+    print(f"  dispatch_paced {average:>7.1f} msg/s average, busiest second {busiest} "
+          f"({stats['accepted']} of {PACED_MESSAGES} sent; replicas' CPU {cpu} s)  states {states}", flush=True)
+    return row
+
+
 # --- the run -----------------------------------------------------------------------------
 
 
@@ -344,14 +589,38 @@ def main() -> int:
         if wanted("dlr_nginx"):
             front = stack.nginx("nginx", str(workdir / "nginx-front.conf"), api_port, guard_port)
             rows.append(measure("dlr_nginx", front, "dlr.lua", guarded, cpu_of=[api_process]))
-        if wanted("send"):
+        sending = [r for r in ("simulator", "send", "send_batch", "dispatch", "dispatch_paced") if wanted(r)]
+        if sending:  # one simulator for them all, receipts off
             simulator_port = stack.simulator()
-            key = run_smsgw(api_env, "apikey", "create", "--name", "bench").stdout.strip().splitlines()[-1]
-            gateway = httpx.post(f"{api_url}/api/sms-gateways", headers={"Authorization": f"Bearer {key}"}, json={
-                "name": "bench send", "server_host": "127.0.0.1", "server_port": simulator_port,
-                "username": "demo", "password": "demo-password", "default_sender_id": "B"}).json()["data"]
+            simulator_process = stack.processes[-1]
+        if wanted("simulator"):
+            login = base64.b64encode(":".join(SIMULATOR_LOGIN).encode()).decode()
+            rows.append(measure("simulator", f"http://127.0.0.1:{simulator_port}", "post.lua", {
+                "BENCH_PATH": "/secure/send", "BENCH_AUTHORIZATION": f"Basic {login}",
+                "BENCH_BODY_FILE": body_file(workdir, "simulator-send.json", {
+                    "to": "+14155550123", "from": "B", "coding": 0, "content": "benchmark"})}))
+        if wanted("send"):
+            key = api_key(api_env)
+            gateway_id = gateway_to_simulator(api_url, key, simulator_port, "bench send")
             rows.append(measure("send", api_url, "send.lua", {
-                "BENCH_PATH": f"/api/sms-gateways/{gateway['id']}/send", "BENCH_KEY": key}))
+                "BENCH_PATH": f"/api/sms-gateways/{gateway_id}/send", "BENCH_KEY": key}))
+        if wanted("send_batch"):
+            # A fresh API of its own (its database fills with scheduled messages); every
+            # item is due a day ahead, so the dispatcher sends none during the measurement.
+            batch_url, _, batch_process, batch_env = stack.api(fresh_sqlite(workdir, "bench-batch.db"))
+            key = api_key(batch_env)
+            gateway_id = gateway_to_simulator(batch_url, key, simulator_port, "bench batch")
+            rows.append(measure("send_batch", batch_url, "post.lua", {
+                "BENCH_PATH": f"/api/sms-gateways/{gateway_id}/messages", "BENCH_AUTHORIZATION": f"Bearer {key}",
+                "BENCH_BODY_FILE": body_file(workdir, "batch.json", batch_body(BATCH, clock.iso_after(86400)))},
+                cpu_of=[batch_process], messages_per_request=BATCH, connections=BATCH_CONNECTIONS, timeout_s=30))
+            stack.release([batch_process])
+        if wanted("dispatch"):
+            rows.append(dispatch_row(stack, simulator_port, DISPATCH_MESSAGES))
+        if wanted("dispatch_paced"):
+            rows.append(dispatch_paced_row(stack, simulator_port))
+        if sending:
+            stack.release([simulator_process])
         if wanted("memory"):
             rate = next((r["rps"] for r in rows if r["row"] == "dlr_api"), 5000)
             results["memory"].append(memory_run("api", api_process, api_url, "dlr.lua", dlr_env, rate))
@@ -395,7 +664,9 @@ def main() -> int:
 
 
 TARGETS = [("dlr_api", "noop", 0.5), ("dlr_nginx", "nginx_direct", 0.8), ("dlr_guard", "guard_noop", 0.9),
-           ("dlr_api_1m", "dlr_api", 0.8), ("dlr_api_pg", "dlr_api", 0.5), ("dlr_nginx_2x", "dlr_api_pg", 1.0)]
+           ("dlr_api_1m", "dlr_api", 0.8), ("dlr_api_pg", "dlr_api", 0.5), ("dlr_nginx_2x", "dlr_api_pg", 1.0),
+           # issue 12; send_batch and dispatch are messages/s against noop's requests/s
+           ("send", "noop", 0.025), ("send_batch", "noop", 0.5), ("dispatch", "noop", 0.05)]
 
 
 def ratios(rps: dict, results: dict) -> list[dict]:
@@ -409,6 +680,14 @@ def ratios(rps: dict, results: dict) -> list[dict]:
     if api and api["p99_ms_half"] is not None:
         out.append({"ratio": "dlr_api p99 ms at half rate", "value": api["p99_ms_half"], "target": 10,
                     "met": api["p99_ms_half"] <= 10})
+    paced = next((r for r in results["rows"] if r["row"] == "dispatch_paced"), None)
+    if paced:
+        low, high = PACED_RATE * 0.95, PACED_RATE * 1.05
+        out.append({"ratio": "dispatch_paced average msg/s", "value": paced["average"],
+                    "target": PACED_RATE, "wanted": f"{low:g}..{high:g}", "met": low <= paced["average"] <= high})
+        out.append({"ratio": "dispatch_paced busiest second", "value": paced["busiest_second"],
+                    "target": PACED_RATE * 1.1, "wanted": f"<= {PACED_RATE * 1.1:g}",
+                    "met": paced["busiest_second"] is not None and paced["busiest_second"] <= PACED_RATE * 1.1})
     for memory in results.get("memory", []):
         out.append({"ratio": f"{memory['process']} RSS growth %", "value": memory["growth_pct"], "target": 10,
                     "met": memory["growth_pct"] < 10})
@@ -416,16 +695,34 @@ def ratios(rps: dict, results: dict) -> list[dict]:
 
 
 def print_table(results: dict) -> None:
-    print("\n| row | req/s | p50 ms @ half | p99 ms @ half | API CPU us/request | non-2xx |")
+    def cell(value) -> str:
+        return "" if value is None else str(value)
+
+    print("\n| row | req/s (msg/s: messages per second) | p50 ms @ half | p99 ms @ half | API CPU us/request | non-2xx |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in results["rows"]:
-        print(f"| {r['row']} | {r['rps']} | {r['p50_ms_half']} | {r['p99_ms_half']} | "
-              f"{r['cpu_us_per_request'] if r['cpu_us_per_request'] is not None else ''} | {r['non_2xx']} |")
+        rate = f"{r['rps']} msg/s" if r.get("unit") == "messages/s" else r["rps"]
+        print(f"| {r['row']} | {rate} | {cell(r['p50_ms_half'])} | {cell(r['p99_ms_half'])} | "
+              f"{cell(r['cpu_us_per_request'])} | {r['non_2xx']} |")
+    notes = {
+        "send_batch": lambda r: f"send_batch: batches of {r['messages_per_request']} at {r['requests_per_s']} "
+                                f"requests/s over {r['connections']} connections; CPU {r['cpu_us_per_request']} us per batch request, "
+                                f"{r['cpu_us_per_message']} us per message; latencies are a whole batch's",
+        "dispatch": lambda r: f"dispatch: {r['accepted']} of {r['messages']} sent in {r['seconds']} s (rate over "
+                              f"{r['rate_over']}; steady part {r['steady_rps']} msg/s), throughput null, "
+                              f"max_in_flight {r['max_in_flight']}; CPU per message sent; states {r['states']}",
+        "dispatch_paced": lambda r: f"dispatch_paced: {r['replicas']} replicas on PostgreSQL, throughput "
+                                    f"{r['throughput_per_second']}/s, {r['accepted']} of {r['messages']} sent; "
+                                    f"{r['window']}; states {r['states']}",
+    }
+    for r in results["rows"]:
+        if r["row"] in notes:
+            print(f"- {notes[r['row']](r)}")
     print("\n| target | value | wanted | met |")
     print("|---|---:|---:|---|")
     for r in results["ratios"]:
-        wanted_text = f"< {r['target']}" if "RSS" in r["ratio"] else \
-            f"<= {r['target']}" if "p99" in r["ratio"] else f">= {r['target']}"
+        wanted_text = r.get("wanted") or (f"< {r['target']}" if "RSS" in r["ratio"] else
+                                          f"<= {r['target']}" if "p99" in r["ratio"] else f">= {r['target']}")
         print(f"| {r['ratio']} | {r['value']} | {wanted_text} | {'yes' if r['met'] else 'NO'} |")
     if "durability" in results:
         d = results["durability"]
