@@ -171,7 +171,8 @@ class Claimed:
 
     messages: tuple[Mapping[str, Any], ...] = ()
     expired: int = 0
-    wait: float | None = None  # seconds until the bucket allows another send; None: not limited by it
+    wait: float | None = None  # seconds until the bucket allows another claim; None: not limited by it
+    delays: tuple[float, ...] = ()  # for each message, seconds from the claim until its send may start
 
 
 @dataclass(frozen=True)
@@ -367,11 +368,13 @@ def _claim(change: Claim, facts: Facts, now: str) -> Plan:
                                  state_after=states.QUEUED, reason="its send_at has come: handed to the dispatcher"))
         claimed.append(updated)
         written.append(updated)
-    bucket = pacing.take(facts.bucket, change.gateway_id, gateway["throughput_per_second"], now, len(claimed))
+    rate = gateway["throughput_per_second"]
+    delays = pacing.start_delays(facts.bucket, rate, now, len(claimed))
+    bucket = pacing.take(facts.bucket, change.gateway_id, rate, now, len(claimed))
     if claimed and len(claimed) == allowed:
-        wait = pacing.wait_for_token(bucket, gateway["throughput_per_second"], now)
+        wait = pacing.wait_for_token(bucket, rate, now)
     return Plan("claimed", messages=tuple(written), events=tuple(events), bucket=bucket,
-                result=Claimed(tuple(claimed), expired, wait))
+                result=Claimed(tuple(claimed), expired, wait, delays))
 
 
 def _expiry(facts: Facts, now: str) -> Plan:

@@ -110,8 +110,9 @@ class Dispatcher:
                 pause = min(pause, clock.seconds_between(now, due_at))
                 continue
             claimed = await self.pipeline.submit(changes.Claim(gateway_id, free))
-            for message in claimed.messages:
-                self._start(gateway, message)
+            started = time.monotonic()
+            for message, delay in zip(claimed.messages, claimed.delays):
+                self._start(gateway, message, started + delay)
             if claimed.wait is not None:
                 pause = min(pause, claimed.wait)
             elif len(claimed.messages) == free or claimed.expired:
@@ -125,10 +126,12 @@ class Dispatcher:
             self._gateways_read = time.monotonic()
         return self._gateways
 
-    def _start(self, gateway: Mapping[str, Any], message: Mapping[str, Any]) -> None:
+    def _start(self, gateway: Mapping[str, Any], message: Mapping[str, Any], at: float) -> None:
+        """Send ``message`` on a task of its own, not before ``at`` (``time.monotonic``):
+        its token's moment (``api.pacing.start_delays``)."""
         gateway_id = gateway["id"]
         self.calls[gateway_id] = self.calls.get(gateway_id, 0) + 1
-        task = asyncio.get_running_loop().create_task(self._send(gateway, message))
+        task = asyncio.get_running_loop().create_task(self._send(gateway, message, at))
         self.tasks.add(task)
 
         def done(finished: asyncio.Task) -> None:
@@ -138,7 +141,9 @@ class Dispatcher:
 
         task.add_done_callback(done)
 
-    async def _send(self, gateway: Mapping[str, Any], message: Mapping[str, Any]) -> None:
+    async def _send(self, gateway: Mapping[str, Any], message: Mapping[str, Any], at: float) -> None:
+        if at > time.monotonic():
+            await asyncio.sleep(at - time.monotonic())
         now = clock.now_iso()
         outcome = await gateway_call.send(
             self.http, gateway,
