@@ -9,6 +9,7 @@ reset between tests, with receipts off.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -218,6 +219,7 @@ def test_503s_are_retried_with_backoff_until_accepted(client, gateway, sim):
     for attempt in (1, 2):
         [retried] = with_prefix(texts, f"attempt {attempt} of 5: ")
         assert "503" in retried and "retrying in" in retried
+        assert float(re.search(r"retrying in ([0-9.]+) s", retried).group(1)) >= 1.0  # Retry-After: 1 honoured
     assert with_prefix(texts, "attempt 3: the gateway accepted it as")
     assert sim.stats()["refused"]["scripted"] == 2
 
