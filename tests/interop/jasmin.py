@@ -577,6 +577,28 @@ def configure(jcli: JCli, smsc: SmscStandIn, username: str, password: str) -> No
         raise HarnessError(f"jCli could not start connector {CONNECTOR}: {out!r}")
 
 
+def add_limited_user(jasmin: "Jasmin", username: str, password: str, http_throughput: float) -> None:
+    """Add a user to the running Jasmin's group whose HTTP sends are limited to
+    ``http_throughput`` a second (``mt_messaging_cred quota http_throughput``).
+
+    Jasmin enforces it per user in the HTTP API (so the REST API too): a send
+    that comes less than 1/rate s after the user's last accepted one is answered
+    403 ``User throughput exceeded``. The user listing is read back so a jCli that
+    quietly ignored the quota fails here, not as a test that proves nothing.
+    """
+    jcli = jasmin.jcli()
+    try:
+        jcli.add("user -a", [("username", username), ("password", password), ("gid", GROUP), ("uid", username),
+                             ("mt_messaging_cred", f"quota http_throughput {http_throughput}")],
+                 f"Successfully added User [{username}]")
+        listing = jcli.command("user -l")
+    finally:
+        jcli.close()
+    row = next((line.split() for line in listing.splitlines() if line.startswith(f"#{username} ")), None)
+    if row is None or row[-1] != f"{float(http_throughput)}/ND":
+        raise HarnessError(f"user {username} is not limited to {http_throughput}/s in jCli's listing: {listing!r}")
+
+
 def connector_bound(jcli: JCli) -> bool:
     listing = jcli.command("smppccm -l")
     return any(line.startswith(f"#{CONNECTOR} ") and "BOUND_TRX" in line for line in listing.splitlines())
