@@ -55,8 +55,9 @@ def backoff(attempt: int, retry_after: float | None, rand: Callable[[], float] =
     back in the same instant; the fixed half keeps a retry from ever coming
     right away, which full jitter (anywhere from 0) would allow.
 
-    ``attempt`` counts every try, throttled ones included, so a gateway that
-    keeps saying "not now" is asked less and less often. A ``Retry-After`` is
+    ``attempt``: the attempts the message has used. A throttle uses none: what
+    spaces those out is the pause every replica then keeps for the whole gateway
+    (``api.pacing.pause``), not the message's own backoff. A ``Retry-After`` is
     honoured: the wait is never shorter, even beyond ``cap`` (up to an hour).
     """
     exponent = min(max(attempt, 1) - 1, 60)  # 2**60 seconds is past any cap; no float overflow
