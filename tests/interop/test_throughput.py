@@ -5,8 +5,8 @@ a send that comes sooner than 1/rate s after the user's last accepted one is
 answered 403 ``User throughput exceeded`` (``jasmin/protocols/http/endpoints/send.py``).
 smsgw is not told the limit: its dispatcher must take those 403s as "not now",
 slow down and retry, so that a batch still ends delivered, each SMS sent once
-(issue 12, item 10). A second gateway that is told the limit should hardly meet
-the 403 at all.
+(issue 12, item 10). A second gateway told a rate just under the limit should
+hardly meet the 403 at all.
 """
 
 from __future__ import annotations
@@ -133,10 +133,15 @@ def test_a_batch_through_a_throughput_limited_jasmin_user_is_all_delivered(jasmi
     assert all(m["attempts"] == 1 for m in messages)  # throttled tries are not counted as attempts
 
 
-def test_a_gateway_told_the_limit_paces_itself_to_it(jasmin, smsgw):
-    """With throughput_per_second = Jasmin's limit, smsgw spaces its sends itself: every
-    message delivered once, and far fewer 403s than the batch (minus one) would give."""
-    gateway = slow_gateway(jasmin, smsgw, "Jasmin, 2 a second, told", throughput_per_second=RATE)
+def test_a_gateway_told_the_limit_paces_itself_under_it(jasmin, smsgw):
+    """Told a rate a tenth under Jasmin's limit, smsgw spaces its sends itself: every message
+    delivered once, and hardly a 403.
+
+    Not at the limit itself: Jasmin's quota is a minimum interval between two sends
+    (0.5 s at 2/s), not an average, so sends paced at exactly 1/rate arrive a few ms
+    early about half the time and are refused (seen: 31 refusals for 50 messages).
+    The 10 % margin (0.556 s) is far above the few ms of jitter on loopback."""
+    gateway = slow_gateway(jasmin, smsgw, "Jasmin, 2 a second, told 1.8", throughput_per_second=RATE * 0.9)
     refused_before = jasmin_refusals(jasmin, SLOW_USER[0])
 
     messages, batch = send_and_settle(jasmin, smsgw, gateway, "paced")
