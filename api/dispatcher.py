@@ -45,6 +45,16 @@ def next_due(gateway_id: int) -> sa.Select:
         messages.c.sms_gateway_id == gateway_id, messages.c.next_attempt_at.is_not(None))
 
 
+def pause_after_throttle(gateway: Mapping[str, Any], outcome: Outcome) -> float:
+    """How long every replica leaves a gateway alone after it said "too fast": its
+    Retry-After; else, for a gateway paced by smsgw (which only ran a little ahead of
+    the gateway's own clock), one interval of its rate; else a second."""
+    if outcome.retry_after is not None:
+        return outcome.retry_after
+    rate = gateway["throughput_per_second"]
+    return min(DEFAULT_PAUSE, 1 / rate) if rate else DEFAULT_PAUSE
+
+
 class Dispatcher:
     def __init__(self, database, pipeline, http, settings):
         self.database = database
@@ -157,7 +167,7 @@ class Dispatcher:
         delay = retries.backoff(message["attempts"], outcome.retry_after)
         try:
             if outcome.failure_code == THROTTLED:
-                await self.pipeline.submit(changes.PauseGateway(gateway["id"], outcome.retry_after or DEFAULT_PAUSE))
+                await self.pipeline.submit(changes.PauseGateway(gateway["id"], pause_after_throttle(gateway, outcome)))
             await record_outcome(self.pipeline, message["id"], gateway["id"], outcome, policy=policy, delay=delay)
             self.sent += 1
         except Exception as exc:  # left claimed: housekeeping marks it interrupted, never resends it
