@@ -412,31 +412,36 @@ def upload_due_together(targets: list[tuple[str, str]], gateway_id: int, count: 
     return {"batch_ids": batch_ids, "send_at": send_at, "upload_overran": overran}
 
 
-def wait_for_sends(simulator: str, count: int, deadline_s: float) -> dict:
-    """The simulator's stats once it accepted ``count`` sends, or when none came for 30 s,
-    or at ``deadline_s`` from now."""
+def wait_for_sends(simulator: str, count: int, send_at: str, deadline_s: float) -> dict:
+    """The simulator's stats once it accepted ``count`` sends, or when none came for 30 s
+    after ``send_at`` (messages stuck: the row shows how many were sent), or at
+    ``deadline_s`` from now."""
     deadline = time.monotonic() + deadline_s
-    last, last_change = -1, time.monotonic()
+    last, last_change = -1, time.monotonic() + max(0.0, clock.seconds_between(clock.now_iso(), send_at))
     while True:
         stats = httpx.get(simulator + "/_simulator/stats").json()
         if stats["accepted"] != last:
-            last, last_change = stats["accepted"], time.monotonic()
-        if stats["accepted"] >= count or time.monotonic() > deadline or \
-                (stats["accepted"] and time.monotonic() - last_change > 30):
+            last, last_change = stats["accepted"], max(last_change, time.monotonic())
+        if stats["accepted"] >= count or time.monotonic() > deadline or time.monotonic() - last_change > 30:
             return stats
         time.sleep(0.5)
 
 
 def batch_states(targets: list[tuple[str, str]], batch_ids: list[int]) -> dict[str, int]:
-    """How many of the batches' messages are in each state (all ``submitted`` when every
-    send was taken; receipts are off)."""
+    """How many of the batches' messages are in each state, once none is left waiting
+    (``scheduled`` or ``queued``, claimed or not) or after 30 s: all ``submitted`` when
+    every send was taken (receipts are off)."""
     url, key = targets[0]
-    counts: dict[str, int] = {}
-    for batch_id in batch_ids:
-        data = httpx.get(f"{url}/api/sms-batches/{batch_id}", headers={"Authorization": f"Bearer {key}"}).json()
-        for state, n in data["data"]["counts"].items():
-            counts[state] = counts.get(state, 0) + n
-    return counts
+    deadline = time.monotonic() + 30
+    while True:
+        counts: dict[str, int] = {}
+        for batch_id in batch_ids:
+            data = httpx.get(f"{url}/api/sms-batches/{batch_id}", headers={"Authorization": f"Bearer {key}"}).json()
+            for state, n in data["data"]["counts"].items():
+                counts[state] = counts.get(state, 0) + n
+        if not (counts.keys() & {"scheduled", "queued"}) or time.monotonic() > deadline:
+            return counts
+        time.sleep(1)
 
 
 def send_rate(per_second: dict[str, int]) -> dict:
@@ -483,7 +488,7 @@ def dispatch_row(stack: Stack, simulator_port: int, count: int) -> dict:
         targets = [(url, key)]
         uploaded = upload_due_together(targets, gateway_id, count, simulator)
         cpu_before = cpu_seconds([process])
-        stats = wait_for_sends(simulator, count, deadline_s=600)
+        stats = wait_for_sends(simulator, count, uploaded["send_at"], deadline_s=900)
         cpu_us = round((cpu_seconds([process]) - cpu_before) / max(stats["accepted"], 1) * 1e6)
         rate = send_rate(stats["per_second"])
         states = batch_states(targets, uploaded["batch_ids"])
@@ -519,7 +524,8 @@ def dispatch_paced_row(stack: Stack, simulator_port: int) -> dict:
         targets = [(url1, key), (url2, key)]
         uploaded = upload_due_together(targets, gateway_id, PACED_MESSAGES, simulator)
         cpu_before = [cpu_seconds([p]) for p in started]
-        stats = wait_for_sends(simulator, PACED_MESSAGES, deadline_s=PACED_MESSAGES / PACED_RATE + 90)
+        stats = wait_for_sends(simulator, PACED_MESSAGES, uploaded["send_at"],
+                               deadline_s=PACED_MESSAGES / PACED_RATE + 120)
         cpu = [round(cpu_seconds([p]) - before, 1) for p, before in zip(started, cpu_before)]
         states = batch_states(targets, uploaded["batch_ids"])
     finally:
@@ -603,7 +609,7 @@ def main() -> int:
             key = api_key(api_env)
             gateway_id = gateway_to_simulator(api_url, key, simulator_port, "bench send")
             rows.append(measure("send", api_url, "send.lua", {
-                "BENCH_PATH": f"/api/sms-gateways/{gateway_id}/send", "BENCH_KEY": key}))
+                "BENCH_PATH": f"/api/sms-gateways/{gateway_id}/send", "BENCH_KEY": key}, cpu_of=[api_process]))
         if wanted("send_batch"):
             # A fresh API of its own (its database fills with scheduled messages); every
             # item is due a day ahead, so the dispatcher sends none during the measurement.
