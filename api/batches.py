@@ -264,8 +264,11 @@ class View:
             kind = "batch" if change.batch else "message"
             ids, self.new_ids = self.new_ids[:len(change.rows)], self.new_ids[len(change.rows):]
             batch_id = self.new_batch_ids.pop(0) if change.batch else None
+            holder = None
+            if change.idempotency_key is not None:
+                holder = self.key_holders.get((kind, change.gateway_id, change.idempotency_key))
             return Facts(gateway=self.gateways.get(change.gateway_id), new_ids=tuple(ids), new_batch_id=batch_id,
-                         key_holder=self.key_holders.get((kind, change.gateway_id, change.idempotency_key)),
+                         key_holder=holder,
                          bucket=self.buckets.get(change.gateway_id))
         if isinstance(change, Claim):
             gateway_id = change.gateway_id
@@ -295,9 +298,9 @@ class View:
             self.releases.append(plan.release)
         if plan.inserts:
             self.inserts.extend(plan.inserts)
-            kind = "batch" if change.batch else "message"
-            holder = plan.new_batch or plan.inserts[0]
-            self.key_holders[(kind, change.gateway_id, change.idempotency_key)] = holder
+            if change.idempotency_key is not None:  # a later change in this batch with the same key finds it
+                kind = "batch" if change.batch else "message"
+                self.key_holders[(kind, change.gateway_id, change.idempotency_key)] = plan.new_batch or plan.inserts[0]
         if plan.new_batch is not None:
             self.new_batches.append(plan.new_batch)
         if plan.bucket is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 from urllib.parse import parse_qsl
@@ -378,3 +379,23 @@ def test_a_key_limited_to_a_country_may_send_only_there(api, client, stub_gatewa
     mine = [event for event in denied if event["actor"] == "uk only"]
     assert mine and mine[0]["details"]["reason"] == "This key may not send to United States (US)."
     assert "4155550123" not in str(mine)
+
+
+def test_sends_at_the_same_moment_are_each_stored_and_sent(api, api_key, stub_gateway, stub):
+    """Sends that arrive together are stored in one transaction: each is its own message,
+    sent once (none is taken for another's replay), and each answer is its own."""
+    numbers = [f"+1415555{n:04d}" for n in range(1, 25)]
+
+    async def send_all():
+        async with httpx.AsyncClient(base_url=api.url, headers={"Authorization": f"Bearer {api_key}"},
+                                     timeout=30) as http:
+            return await asyncio.gather(*(http.post(f"/api/sms-gateways/{stub_gateway['id']}/send",
+                                                    json={"to_number": n, "message": "together"}) for n in numbers))
+
+    responses = asyncio.run(send_all())
+    assert [r.status_code for r in responses] == [201] * len(numbers), [
+        r.json()["data"]["failure_reason"] for r in responses if r.status_code != 201]
+    messages = [r.json()["data"] for r in responses]
+    assert [m["to_number"] for m in messages] == numbers
+    assert len({m["id"] for m in messages}) == len(numbers)
+    assert sorted(r.json()["to"] for r in stub.received) == numbers
