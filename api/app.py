@@ -7,7 +7,6 @@ import contextlib
 import gc
 import logging
 
-import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -15,7 +14,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api import (
-    audit, batch_sends, db, events, gateway_reads, gateways, housekeeping, keys, messages, receipts, sending, unmatched,
+    audit, batch_sends, db, events, gateway_call, gateway_reads, gateways, housekeeping, keys, messages, receipts,
+    sending, unmatched,
 )
 from api.dispatcher import Dispatcher
 from api.accesslog import AccessLog
@@ -34,6 +34,8 @@ async def healthz(request: Request) -> JSONResponse:
     even with the database file gone. Nothing else is said.
     """
     try:
+        if db.sqlite_file_gone(request.app.state.settings.database_url):
+            raise LookupError("the database file is gone")
         if await request.app.state.database.fetch_val("SELECT version_num FROM alembic_version") is None:
             raise LookupError("no schema version")
     except Exception:
@@ -92,12 +94,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.database = db.make_database(settings.database_url)
             await app.state.database.connect()
             started.push_async_callback(app.state.database.disconnect)
-            app.state.http = httpx.AsyncClient(
-                timeout=settings.gateway_timeout,
-                headers={"User-Agent": "smsgw/0.1"},
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            )
-            started.push_async_callback(app.state.http.aclose)
+            app.state.http = gateway_call.open_client()
+            started.push_async_callback(app.state.http.close)
             storage = open_batches(settings.database_url, settings.unmatched_ttl)
             started.push_async_callback(storage.close)
             app.state.pipeline = Pipeline(storage.commit)
