@@ -76,11 +76,11 @@ def test_a_gateway_that_cannot_be_called_still_ends_failed():
     sub = Submission("1", "s", "t", "http://x/dlr")
 
     async def run():
-        async with httpx.AsyncClient() as http:
+        async with gateway_call.open_client() as http:
             return await gateway_call.send(http, gateway, sub, timeout=1)
 
     outcome = asyncio.run(run())
-    assert not outcome.ok and outcome.failure_reason.startswith("the gateway could not be called")
+    assert not outcome.ok and outcome.failure_code == "unreachable"
 
 
 @pytest.mark.parametrize("body, field", [
