@@ -83,13 +83,13 @@ async def authenticate(database: Database, admin_key: str | None, key: str | Non
         return None
     if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
         return ADMIN
-    row = await database.fetch_one(
-        sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.scopes, api_keys.c.gateway_ids,
-                  api_keys.c.allowed_countries).where(
-            api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None)
-        )
-    )
-    return key_info(db.as_dict(row)) if row is not None else None
+    row = await db.read_one(database, KEY_BY_HASH, {"key_hash": hash_key(key)})
+    return key_info(row) if row is not None else None
+
+
+KEY_BY_HASH = sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.scopes, api_keys.c.gateway_ids,
+                        api_keys.c.allowed_countries).where(
+    api_keys.c.key_hash == sa.bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
 
 
 def require_api_key(endpoint: Endpoint) -> Endpoint:

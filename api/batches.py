@@ -310,6 +310,8 @@ class View:
             self.in_flight[change.gateway_id] = self.in_flight.get(change.gateway_id, 0) + len(plan.result.messages)
         for next_change in plan.later:
             self.apply(next_change, now, unmatched_ttl)
+        if isinstance(plan.result, changes.Recorded):  # as the receipts it applied in turn left it
+            return changes.Recorded(plan.outcome, self.messages.get(change.message_id, plan.result.values))
         return plan.outcome if plan.result is None else plan.result
 
     def _set_message(self, values: dict[str, Any]) -> None:

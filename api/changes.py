@@ -27,7 +27,7 @@ time; tests apply plans one by one and compare. No other code sets ``state`` or
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Union
 
 from api import clock, pacing, retries, states
@@ -104,6 +104,7 @@ class SendOutcome:
     answer: Outcome
     policy: retries.Policy | None = None
     delay: float = 0.0
+    want_row: bool = False  # answer ``Recorded`` (the outcome and the message's values), not just the outcome
 
     @property
     def key(self) -> tuple[int, str] | None:
@@ -112,6 +113,15 @@ class SendOutcome:
         if self.answer.ok and external_id is not None and keepable(external_id):
             return (self.gateway_id, external_id)
         return None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A ``SendOutcome``'s answer when ``want_row``: a synchronous send answers with the
+    message as it now is, without reading it back."""
+
+    outcome: str
+    values: Mapping[str, Any]  # the message's id, gateway, expires_at and every MUTABLE column
 
 
 @dataclass(frozen=True)
@@ -243,7 +253,10 @@ def plan(change: Change, facts: Facts, now: str, unmatched_ttl: float) -> Plan:
     if isinstance(change, ParkedReceipt):
         return _parked_receipt(change, facts, now)
     if isinstance(change, SendOutcome):
-        return _send_outcome(change, facts, now)
+        planned = _send_outcome(change, facts, now)
+        if change.want_row:
+            return replace(planned, result=Recorded(planned.outcome, planned.message or facts.message))
+        return planned
     if isinstance(change, Interruption):
         return _interruption(facts, now)
     if isinstance(change, ParkedExpiry):

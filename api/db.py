@@ -24,6 +24,8 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from databases import Database
 from databases.backends.sqlite import SQLitePool
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as AsyncpgDialect
+from sqlalchemy.dialects.sqlite.pysqlite import dialect as PysqliteDialect
 from sqlalchemy.dialects import postgresql as postgresql_dialect, sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -62,33 +64,42 @@ def connect_url(url: str) -> str:
 
 
 class KeptSQLitePool(SQLitePool):
-    """``databases``' SQLite pool, keeping connections between queries.
+    """``databases``' SQLite pool, with at most ``SIZE`` connections, kept between queries.
 
     The stock pool opens a new aiosqlite connection, with its own thread, for every
     query made outside a transaction, and closes it after: measured in make bench,
-    that was most of a synchronous send's 6 ms of CPU and of the dispatcher's rounds.
-    Here up to ``KEEP`` idle connections wait for the next query; one still in a
-    transaction (never, after ``databases`` has committed or rolled back) is closed.
-    ``close`` ends the idle ones: their threads are not daemons, so a connection left
-    open would keep the process from exiting.
+    that was most of a synchronous send's CPU and of the dispatcher's rounds. Here
+    a query waits for one of ``SIZE`` connections instead; one left in a transaction
+    (never, once ``databases`` has committed or rolled back) or broken is closed and
+    replaced. ``close`` ends the idle ones: their threads are not daemons, so a
+    connection left open would keep the process from exiting.
     """
 
-    KEEP = 16
+    SIZE = 16
 
     def __init__(self, url, **options: Any):
         super().__init__(url, **options)
         self._idle: list = []
+        self._slots: asyncio.Semaphore | None = None
 
     async def acquire(self):
-        if self._idle:
-            return self._idle.pop()
-        return await super().acquire()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.SIZE)
+        await self._slots.acquire()
+        try:
+            return self._idle.pop() if self._idle else await super().acquire()
+        except BaseException:
+            self._slots.release()
+            raise
 
     async def release(self, connection) -> None:
-        if len(self._idle) < self.KEEP and connection._connection is not None and not connection.in_transaction:
-            self._idle.append(connection)
-        else:
-            await super().release(connection)
+        try:
+            if connection._connection is not None and not connection.in_transaction:
+                self._idle.append(connection)
+            else:
+                await super().release(connection)
+        finally:
+            self._slots.release()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
@@ -140,6 +151,10 @@ def make_readonly_database(url: str) -> Database:
     uri = quote(path.absolute().as_uri() + "?mode=ro", safe="/:?=")
     return SQLiteDatabase("sqlite+aiosqlite:///" + uri, timeout=SQLITE_BUSY_TIMEOUT_S, uri=True)
 
+
+# The dialects ``read`` compiles for: the drivers' own parameter styles (? and $1).
+_SQLITE = PysqliteDialect(paramstyle="qmark")
+_ASYNCPG = AsyncpgDialect()
 
 # 64-bit ids (the API accepts ids up to 2**63 - 1). On SQLite the rowid alias
 # must be spelt INTEGER, which is 64-bit there already.
@@ -474,6 +489,41 @@ def upsert(dialect: str, table: sa.Table) -> sa.Insert:
     key = [column.name for column in table.primary_key]
     return insert.on_conflict_do_update(index_elements=key, set_={
         column.name: insert.excluded[column.name] for column in table.c if column.name not in key})
+
+
+async def read(database: Database, statement: sa.Select, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of ``statement`` as dicts, JSON columns parsed: the API's hot reads.
+
+    ``databases`` compiles every query anew (SQLAlchemy builds the SQL and labels
+    each column on each call: most of a synchronous send's reads). Here the SQL is
+    compiled once per statement and run on the driver's own connection (aiosqlite
+    or asyncpg), as ``fetch_all`` does for the pipeline. ``statement`` must be a
+    module-level constant with named bind parameters.
+    """
+    postgres = database.url.scheme.startswith("postgresql")
+    sql, order, fixed, names, json_positions = _compiled_read(_ASYNCPG if postgres else _SQLITE, statement)
+    given = {**fixed, **params}
+    args = tuple(given[name] for name in order)
+    async with database.connection() as connection:
+        raw = connection.raw_connection
+        if postgres:
+            rows = [tuple(record) for record in await raw.fetch(sql, *args)]
+        else:
+            async with raw.execute(sql, args) as cursor:
+                rows = await cursor.fetchall()
+    out = []
+    for row in rows:
+        values = list(row)
+        for i in json_positions:
+            if isinstance(values[i], str):
+                values[i] = json.loads(values[i])
+        out.append(dict(zip(names, values)))
+    return out
+
+
+async def read_one(database: Database, statement: sa.Select, params: dict[str, Any]) -> dict[str, Any] | None:
+    rows = await read(database, statement, params)
+    return rows[0] if rows else None
 
 
 def as_dict(row: Any) -> dict[str, Any]:

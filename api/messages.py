@@ -51,9 +51,11 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+MESSAGE = sa.select(messages).where(messages.c.id == sa.bindparam("id"))
+
+
 async def fetch_message(database, message_id: int) -> dict[str, Any] | None:
-    row = await database.fetch_one(sa.select(messages).where(messages.c.id == message_id))
-    return db.as_dict(row) if row is not None else None
+    return await db.read_one(database, MESSAGE, {"id": message_id})
 
 
 async def show_message(request: Request) -> JSONResponse:

@@ -32,11 +32,13 @@ def path_id(request: Request, not_found: str = "SMS gateway not found.") -> int:
     return value
 
 
+GATEWAY = sa.select(gateways).where(gateways.c.id == sa.bindparam("id"))
+GATEWAY_COUNTED = sa.select(gateways, messages_count).where(gateways.c.id == sa.bindparam("id"))
+
+
 async def fetch_gateway(database, gateway_id: int, *, count: bool = True) -> dict[str, Any] | None:
     """The gateway's row; ``count=False`` skips counting its messages (sends, lookups)."""
-    columns = (gateways, messages_count) if count else (gateways,)
-    row = await database.fetch_one(sa.select(*columns).where(gateways.c.id == gateway_id))
-    return db.as_dict(row) if row is not None else None
+    return await db.read_one(database, GATEWAY_COUNTED if count else GATEWAY, {"id": gateway_id})
 
 
 def gateway_not_found() -> ApiError:

@@ -147,9 +147,8 @@ async def send_message(request: Request) -> JSONResponse:
         state.settings.gateway_timeout,
         state.settings.keyring,
     )
-    message_id = row["id"]
-    await record_outcome(state.pipeline, message_id, gateway_id, outcome)
-    message = public(await fetch_message(state.database, message_id))
+    recorded = await record_outcome(state.pipeline, row["id"], gateway_id, outcome, want_row=True)
+    message = public({**row, **recorded.values})
     if outcome.ok:
         return ok("SMS submitted successfully.", message, status=201)
     if outcome.timed_out:
@@ -235,14 +234,14 @@ async def replay(database, message_id: int) -> JSONResponse:
 OUTCOME_RETRIES = (0.5, 1, 2, 4, 8)  # seconds between tries while the database is away
 
 
-async def record_outcome(pipeline, message_id: int, gateway_id: int, outcome: Outcome, **retry: Any) -> str:
+async def record_outcome(pipeline, message_id: int, gateway_id: int, outcome: Outcome, **options: Any) -> Any:
     """The gateway's answer, through the state-change pipeline: ``submitted`` (then any
     receipts that arrived first are applied) or ``failed`` (see ``api.changes``).
 
     It is the only record of an SMS that may have gone out, so while the database
     is away it is tried again for about 15 s before the error is let through (the
     message then stays ``queued`` and housekeeping marks it interrupted)."""
-    change = changes.SendOutcome(message_id, gateway_id, outcome, **retry)
+    change = changes.SendOutcome(message_id, gateway_id, outcome, **options)
     for pause in OUTCOME_RETRIES:
         try:
             return await pipeline.submit(change)
