@@ -55,7 +55,6 @@ def validate_items(items: list[Any], gateway, public_url: str, now: str) -> list
             if not isinstance(item, dict):
                 raise ValidationFailed({"": ["Each message must be a JSON object."]})
             values = validate(item, SEND_SCHEMA)
-            values["to_number"] = phone.e164(values["to_number"])
             rows.append((values, message_fields(values, gateway, public_url, now)))
         except ValidationFailed as exc:
             for name, problems in exc.errors.items():

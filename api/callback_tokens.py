@@ -7,6 +7,8 @@ of the rotation that replaced it runs out (each previous token has its own).
 
 from __future__ import annotations
 
+import functools
+
 import hmac
 import re
 import secrets
@@ -82,11 +84,14 @@ def history_after_rotation(current: str, history, grace_seconds: int, now_iso: s
     return in_grace([*(history or []), {"token": current, "expires_at": until_iso}], now_iso)
 
 
+@functools.lru_cache(maxsize=1024)
 def redact_url(url: str) -> str:
     """``url`` with the value of any ``token`` query parameter replaced.
 
     Messages show the DLR URL they were sent with; the token in it belongs to
-    the gateway record, not to every client that reads a message.
+    the gateway record, not to every client that reads a message. Remembered: a
+    gateway's messages nearly all carry its one default URL, and a batch's answer
+    shows a thousand of them.
     """
     parts = urlsplit(url)
     if not parts.query:

@@ -25,7 +25,9 @@ def iso_after(seconds: float) -> str:
 
 
 def parse(stamp: str) -> datetime:
-    return datetime.strptime(stamp, FORMAT).replace(tzinfo=timezone.utc)
+    """A stored timestamp as a datetime (``fromisoformat``: C, some 20 times faster than
+    ``strptime``, and a batch of 1,000 messages parses several each)."""
+    return datetime.fromisoformat(stamp)
 
 
 def after(stamp: str, seconds: float) -> str:

@@ -44,10 +44,13 @@ def parse(text: str) -> phonenumbers.PhoneNumber:
         number = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException:
         raise InvalidNumber(f"The to_number is not a phone number. {INTERNATIONAL_FORMAT}") from None
-    if number.extension or not phonenumbers.is_valid_number(number):
+    # number_type is UNKNOWN exactly when is_valid_number is false (both match the number
+    # against its region's patterns): computed once, it answers both questions.
+    kind = phonenumbers.number_type(number)
+    if number.extension or kind == phonenumbers.PhoneNumberType.UNKNOWN:
         raise InvalidNumber("The to_number is not a valid phone number for its country code "
                             f"(short codes are not accepted). {INTERNATIONAL_FORMAT}")
-    if phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.PREMIUM_RATE:
+    if kind == phonenumbers.PhoneNumberType.PREMIUM_RATE:
         raise InvalidNumber("The to_number is a premium-rate number: premium-rate numbers are not accepted.")
     return number
 

@@ -50,17 +50,20 @@ def check_url(url: str) -> str | None:
     return None
 
 
-def check_send_at(value: str) -> str | None:
-    if clock.from_rfc3339(value) is None:
-        return "The send_at must be an RFC 3339 date-time with its offset, e.g. 2026-11-27T18:00:00Z."
-    return None
+def stored_send_at(value: str) -> str:
+    """An RFC 3339 ``send_at`` as a stored timestamp (parsed once, here)."""
+    stamp = clock.from_rfc3339(value)
+    if stamp is None:
+        raise ValueError("The send_at must be an RFC 3339 date-time with its offset, e.g. 2026-11-27T18:00:00Z.")
+    return stamp
 
 
 MAX_VALIDITY = 30 * 24 * 3600  # seconds: a month, far beyond what SMSCs keep a message for
 MAX_SCHEDULE_AHEAD = 366 * 24 * 3600
 
 SEND_SCHEMA: dict[str, Field] = {
-    "to_number": Field("string", required=True, max_length=30, check=phone.problem),
+    # parsed once, and stored, sent and fingerprinted as E.164
+    "to_number": Field("string", required=True, max_length=30, clean=phone.e164),
     "from_sender": Field(
         "string", nullable=True, max_length=20, pattern=SENDER,
         pattern_message="The from_sender may hold letters, digits, spaces and + . _ - only.",
@@ -68,7 +71,7 @@ SEND_SCHEMA: dict[str, Field] = {
     "message": Field("text", required=True, max_length=MAX_MESSAGE_CHARS),
     "callback_url": Field("string", nullable=True, max_length=2048, check=check_url),
     "client_reference": Field("string", nullable=True, max_length=64),
-    "send_at": Field("string", nullable=True, max_length=64, check=check_send_at),
+    "send_at": Field("string", nullable=True, max_length=64, clean=stored_send_at),
     "validity_period": Field("integer", nullable=True, min_value=1, max_value=MAX_VALIDITY),
 }
 
@@ -79,9 +82,8 @@ def default_callback_url(public_url: str, gateway: Mapping[str, Any]) -> str:
 
 
 def message_fields(values: dict[str, Any], gateway: Mapping[str, Any], public_url: str, now: str) -> dict[str, Any]:
-    """A validated send as the columns it is stored in: the number in E.164, the sender
-    and callback filled in from the gateway, the encoding worked out, ``send_at`` as a
-    stored timestamp. Raises ValidationFailed (unprefixed field names)."""
+    """A validated send as the columns it is stored in: the sender and callback filled in
+    from the gateway, the encoding worked out. Raises ValidationFailed (unprefixed names)."""
     sender = values.get("from_sender") or gateway["default_sender_id"]
     if not sender:
         raise ValidationFailed({"from_sender": [
@@ -92,7 +94,7 @@ def message_fields(values: dict[str, Any], gateway: Mapping[str, Any], public_ur
     encoded = encoding.encode(values["message"])
     fields.update(encoding=encoded.encoding, segments=encoded.segments)
     if values.get("send_at") is not None:
-        send_at = clock.from_rfc3339(values["send_at"])
+        send_at = values["send_at"]
         if clock.seconds_between(now, send_at) > MAX_SCHEDULE_AHEAD:
             raise ValidationFailed({"send_at": ["The send_at may be at most a year ahead."]})
         fields["send_at"] = send_at
@@ -113,7 +115,6 @@ async def send_message(request: Request) -> JSONResponse:
     gateway_id = gateway["id"]
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SEND_SCHEMA, from_form=body.from_form)
-    values["to_number"] = phone.e164(values["to_number"])  # stored, sent and fingerprinted as E.164
     countries = request.state.api_key.allowed_countries
     if not phone.allowed(values["to_number"], countries):
         refusal = country_refused(values["to_number"], countries)

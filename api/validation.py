@@ -42,6 +42,7 @@ class Field:
     pattern: re.Pattern[str] | None = None
     pattern_message: str = ""
     check: Callable[[Any], str | None] | None = None
+    clean: Callable[[Any], Any] | None = None  # the value as stored; a ValueError's text is the problem
 
 
 def validate(
@@ -76,6 +77,11 @@ def validate(
         value, problem = _coerce(name, data[name], spec, from_form)
         if problem is None and spec.check is not None:
             problem = spec.check(value)
+        if problem is None and spec.clean is not None:
+            try:
+                value = spec.clean(value)
+            except ValueError as exc:
+                problem = str(exc)
         if problem is not None:
             errors.setdefault(name, []).append(problem)
         else:

@@ -367,8 +367,9 @@ def gateway_to_simulator(api_url: str, key: str, simulator_port: int, name: str,
 
 
 def batch_body(size: int, send_at: str) -> dict:
-    """One batch of ``size`` messages, all due at ``send_at``."""
-    return {"messages": [{"to_number": "+14155550123", "message": "benchmark", "send_at": send_at}] * size}
+    """One batch of ``size`` messages to as many numbers (a campaign's list), all due at ``send_at``."""
+    return {"messages": [{"to_number": f"+1415555{n % 10000:04d}", "message": "benchmark", "send_at": send_at}
+                         for n in range(size)]}
 
 
 def body_file(workdir: Path, name: str, body: dict) -> str:
