@@ -86,8 +86,8 @@ async def send_batch(request: Request) -> JSONResponse:
     stored = await store(state.pipeline, change)
     if stored.replayed:
         response = ok("This Idempotency-Key was used already: the original batch is returned, and nothing "
-                      "was stored again.", await batch_messages(state.database, stored.batch_id),
-                      meta={"batch_id": stored.batch_id})
+                      "was stored again.", replayed := await batch_messages(state.database, stored.batch_id),
+                      meta={"batch_id": stored.batch_id, "count": len(replayed)})
         response.headers["Idempotent-Replayed"] = "true"
         return response
     state.dispatcher.wake()

@@ -72,6 +72,7 @@ RELEASE = {
 MESSAGE_COLUMNS = [*(messages.c[name] for name in changes.FIXED), *(messages.c[name] for name in changes.MUTABLE)]
 GATEWAY_COLUMNS = [gateways.c[name] for name in (
     "id", "is_active", "throughput_per_second", "max_in_flight", "default_validity_seconds")]
+DISPATCHING = ""  # the lock key's external id that stands for "this gateway's dispatching" (no real id is empty)
 EXPIRED_SWEEP = 100  # due messages read beyond what a claim may send: the expired among them end at once
 
 
@@ -86,8 +87,12 @@ def apply(batch: Sequence[Change], now: str, unmatched_ttl: float, dialect: str
     claims = [c for c in batch if isinstance(c, Claim)]
     paced = {c.gateway_id for c in batch if isinstance(c, (Claim, PauseGateway))}
     keys = receipt_keys | send_keys
-    if keys:
-        yield Lock(tuple(sorted(keys)))
+    # A gateway's claims and pauses take its own lock too (on PostgreSQL; SQLite's write
+    # lock covers all): two replicas claiming at once take turns, so each counts the
+    # other's calls in flight and no bucket row is made twice.
+    locked = keys | {(gateway_id, DISPATCHING) for gateway_id in paced}
+    if locked:
+        yield Lock(tuple(sorted(locked)))
 
     # Rows are read (and on PostgreSQL locked) in a fixed order: by key, then by id,
     # then the buckets by gateway; due messages last, skipping those another replica holds.
@@ -111,7 +116,7 @@ def apply(batch: Sequence[Change], now: str, unmatched_ttl: float, dialect: str
     if new:
         for change in new:
             if change.idempotency_key is not None:
-                kind = "batch" if change.batch else "message"
+                kind = change.key_kind
                 rows = yield Read(reads.key_holder[kind], {"gateway": change.gateway_id, "key": change.idempotency_key})
                 view.key_holders.setdefault((kind, change.gateway_id, change.idempotency_key),
                                             rows[0] if rows else None)
@@ -243,7 +248,12 @@ class View:
     def add_due(self, gateway_id: int, rows: Iterable[Mapping[str, Any]]) -> None:
         ids = self.due.setdefault(gateway_id, [])
         for row in rows:
-            self.messages.setdefault(row["id"], dict(row))  # a row read earlier in the batch stays as it is now
+            known = self.messages.get(row["id"])
+            if known is None:
+                self.messages[row["id"]] = dict(row)
+            else:  # read earlier in the batch: its values stay as they are now; what sending needs is added
+                for name in changes.TO_SEND:
+                    known.setdefault(name, row[name])
             ids.append(row["id"])
 
     def facts(self, change: Change) -> Facts:
@@ -261,7 +271,7 @@ class View:
         if isinstance(change, (Interruption, Expiry, Cancel)):
             return Facts(message=self.messages.get(change.message_id))
         if isinstance(change, NewMessages):
-            kind = "batch" if change.batch else "message"
+            kind = change.key_kind
             ids, self.new_ids = self.new_ids[:len(change.rows)], self.new_ids[len(change.rows):]
             batch_id = self.new_batch_ids.pop(0) if change.batch else None
             holder = None
@@ -299,8 +309,8 @@ class View:
         if plan.inserts:
             self.inserts.extend(plan.inserts)
             if change.idempotency_key is not None:  # a later change in this batch with the same key finds it
-                kind = "batch" if change.batch else "message"
-                self.key_holders[(kind, change.gateway_id, change.idempotency_key)] = plan.new_batch or plan.inserts[0]
+                self.key_holders[(change.key_kind, change.gateway_id, change.idempotency_key)] = \
+                    plan.new_batch or plan.inserts[0]
         if plan.new_batch is not None:
             self.new_batches.append(plan.new_batch)
         if plan.bucket is not None:

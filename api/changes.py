@@ -6,7 +6,8 @@ one):
 - ``Receipt``: a gateway reported a status for one of its external ids;
 - ``ParkedReceipt``: a receipt that arrived before its message can now be applied;
 - ``SendOutcome``: the gateway answered a send (``queued`` → ``submitted`` / ``failed``);
-- ``Interruption``: a message stayed ``queued`` past any gateway answer (housekeeping);
+- ``Interruption``: a gateway call began (the message was claimed) and no answer was
+  recorded long after any call could have ended: the process died (housekeeping);
 - ``ParkedExpiry``: a parked receipt waited past ``SMSGW_UNMATCHED_TTL`` (housekeeping),
   or its gateway was deleted;
 - ``NewMessages``: a send or a batch to store (``queued``, ``scheduled``, or claimed
@@ -55,7 +56,7 @@ PENDING, APPLIED, EXPIRED = "pending", "applied", "expired"
 # Events' kind.
 RECEIPT, STATE = "receipt", "state"
 
-INTERRUPTED = "interrupted"  # failure_code of a message interrupted while queued
+INTERRUPTED = "interrupted"  # failure_code of a message whose gateway call never came back
 INTERRUPTED_REASON = "interrupted: the process stopped before the gateway's answer was recorded; not resent"
 EXPIRED_CODE = "expired"     # failure_code of a message not handed to its gateway within its validity
 EXPIRED_REASON = "expired: not handed to the gateway within its validity period; never sent"
@@ -156,6 +157,11 @@ class NewMessages:
     idempotency_key: str | None = None
     request_hash: str | None = None
 
+    @property
+    def key_kind(self) -> str:
+        """Who holds its Idempotency-Key: the batch's row, or the message itself."""
+        return "batch" if self.batch else "message"
+
 
 @dataclass(frozen=True)
 class Stored:
@@ -182,7 +188,8 @@ class Claimed:
     messages: tuple[Mapping[str, Any], ...] = ()
     expired: int = 0
     wait: float | None = None  # seconds until the bucket allows another claim; None: not limited by it
-    delays: tuple[float, ...] = ()  # for each message, seconds from the claim until its send may start
+    delays: tuple[float, ...] = ()  # for each message, seconds from ``now`` until its send may start
+    now: str | None = None          # when the claim was planned: what ``delays`` count from
 
 
 @dataclass(frozen=True)
@@ -307,7 +314,7 @@ def _new_messages(change: NewMessages, facts: Facts, now: str) -> Plan:
     gateway = facts.gateway
     holder, release = facts.key_holder, None
     if holder is not None and clock.seconds_between(holder["created_at"], now) >= IDEMPOTENCY_WINDOW:
-        holder, release = None, ("batch" if change.batch else "message", facts.key_holder["id"])
+        holder, release = None, (change.key_kind, facts.key_holder["id"])
     if holder is not None:
         if holder["request_hash"] != change.request_hash:
             return Plan("key_conflict")
@@ -341,10 +348,15 @@ def _new_messages(change: NewMessages, facts: Facts, now: str) -> Plan:
                 result=Stored(tuple(facts.new_ids), batch_id=batch_id, rows=tuple(rows)))
 
 
+def no_call_begun(message: Mapping[str, Any]) -> bool:
+    """Waiting for the dispatcher (scheduled, or queued and not claimed): no gateway call
+    for it has begun, so it may still be canceled or expire, and is never interrupted."""
+    return message["state"] in states.WAITING and message["claimed_at"] is None
+
+
 def is_due(message: Mapping[str, Any], now: str) -> bool:
     """Waiting for the dispatcher, and its time has come."""
-    return (message["state"] in states.WAITING and message["claimed_at"] is None
-            and message["next_attempt_at"] is not None and message["next_attempt_at"] <= now)
+    return no_call_begun(message) and message["next_attempt_at"] is not None and message["next_attempt_at"] <= now
 
 
 def has_expired(message: Mapping[str, Any], now: str) -> bool:
@@ -387,13 +399,12 @@ def _claim(change: Claim, facts: Facts, now: str) -> Plan:
     if claimed and len(claimed) == allowed:
         wait = pacing.wait_for_token(bucket, rate, now)
     return Plan("claimed", messages=tuple(written), events=tuple(events), bucket=bucket,
-                result=Claimed(tuple(claimed), expired, wait, delays))
+                result=Claimed(tuple(claimed), expired, wait, delays, now))
 
 
 def _expiry(facts: Facts, now: str) -> Plan:
     message = facts.message
-    if message is None or not (message["state"] in states.WAITING and message["claimed_at"] is None
-                               and has_expired(message, now)):
+    if message is None or not (no_call_begun(message) and has_expired(message, now)):
         return Plan("unchanged")
     return Plan(EXPIRED_CODE, message=_failed(message, now, EXPIRED_CODE, EXPIRED_REASON), event=_event(
         message["id"], STATE, now, changed=True, state_before=message["state"], state_after=states.FAILED,
@@ -405,7 +416,7 @@ def _cancel(facts: Facts, now: str) -> Plan:
     message = facts.message
     if message is None:
         return Plan("missing")
-    if message["state"] not in states.WAITING or message["claimed_at"] is not None:
+    if not no_call_begun(message):
         return Plan("not_cancelable")
     return Plan(states.CANCELED, message={
         **message, "state": states.CANCELED, "delivery_status": states.CANCELED, "next_attempt_at": None,

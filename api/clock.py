@@ -46,8 +46,8 @@ def from_rfc3339(text: str) -> str | None:
     ambiguous, so it is refused)."""
     try:
         moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        if moment.tzinfo is None or "T" not in text.upper() or not 1900 < moment.year < 9000:
+            return None  # (years far off would not format or sort as stored timestamps do)
+        return iso(moment)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None or "T" not in text.upper():
-        return None
-    return iso(moment)

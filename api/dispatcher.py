@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from api import changes, clock, db, gateway_call, retries
 from api.providers.base import THROTTLED, Outcome, Submission
-from api.sending import record_outcome, validity_minutes
+from api.sending import current_callback_url, record_outcome, validity_minutes
 from api.tables import gateways, messages
 
 log = logging.getLogger("smsgw.dispatcher")
@@ -67,7 +67,8 @@ class Dispatcher:
         self._gateways: list[dict[str, Any]] = []
         self._gateways_read = 0.0
         self.task: asyncio.Task | None = None
-        self.sent = 0
+        self.stopping = False
+        self.recorded = 0  # answers recorded (accepted or not)
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -76,19 +77,22 @@ class Dispatcher:
         self.woken.set()
 
     async def stop(self) -> None:
-        """Stop claiming; let the calls under way finish and their answers be recorded
-        (they are bounded by the gateway timeout), so none is left claimed."""
+        """Stop claiming, between rounds (a claim under way is finished and its messages
+        are sent: a message claimed and never sent would end interrupted); let the calls
+        under way finish and their answers be recorded (they are bounded by the gateway
+        timeout), so none is left claimed."""
+        self.stopping = True
+        self.woken.set()
         if self.task is not None:
-            self.task.cancel()
             try:
-                await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
+                await asyncio.wait_for(asyncio.shield(self.task), self.settings.gateway_timeout + 5)
+            except (TimeoutError, Exception):
+                self.task.cancel()
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=self.settings.gateway_timeout + 5)
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 pause = await self.round()
             except asyncio.CancelledError:
@@ -108,6 +112,8 @@ class Dispatcher:
         """Claim and start what is due now; return how long to sleep at most."""
         pause = self.settings.dispatch_interval
         for gateway in await self.active_gateways():
+            if self.stopping:
+                break
             gateway_id = gateway["id"]
             free = gateway["max_in_flight"] - self.calls.get(gateway_id, 0)
             if free <= 0:
@@ -120,7 +126,9 @@ class Dispatcher:
                 pause = min(pause, clock.seconds_between(now, due_at))
                 continue
             claimed = await self.pipeline.submit(changes.Claim(gateway_id, free))
-            started = time.monotonic()
+            # each send at its token's moment, counted from when the claim was planned
+            late = clock.seconds_between(claimed.now, clock.now_iso()) if claimed.now else 0.0
+            started = time.monotonic() - late
             for message, delay in zip(claimed.messages, claimed.delays):
                 self._start(gateway, message, started + delay)
             if claimed.wait is not None:
@@ -155,11 +163,16 @@ class Dispatcher:
         if at > time.monotonic():
             await asyncio.sleep(at - time.monotonic())
         now = clock.now_iso()
-        outcome = await gateway_call.send(
-            self.http, gateway,
-            Submission(to=message["to_number"], sender=message["from_sender"], text=message["message"],
-                       dlr_url=message["callback_url"], validity_minutes=validity_minutes(message, now)),
-            self.settings.gateway_timeout, self.settings.keyring)
+        try:
+            submission = Submission(
+                to=message["to_number"], sender=message["from_sender"], text=message["message"],
+                dlr_url=current_callback_url(message["callback_url"], gateway, self.settings.public_url),
+                validity_minutes=validity_minutes(message, now))
+            outcome = await gateway_call.send(self.http, gateway, submission, self.settings.gateway_timeout,
+                                              self.settings.keyring)
+        except Exception as exc:  # a fault of ours, before any call: said, and left for housekeeping
+            log.error("message %s could not be sent (%s)", message["id"], type(exc).__name__, exc_info=True)
+            return
         await self.record(gateway, message, outcome)
 
     async def record(self, gateway: Mapping[str, Any], message: Mapping[str, Any], outcome: Outcome) -> None:
@@ -169,6 +182,6 @@ class Dispatcher:
             if outcome.failure_code == THROTTLED:
                 await self.pipeline.submit(changes.PauseGateway(gateway["id"], pause_after_throttle(gateway, outcome)))
             await record_outcome(self.pipeline, message["id"], gateway["id"], outcome, policy=policy, delay=delay)
-            self.sent += 1
+            self.recorded += 1
         except Exception as exc:  # left claimed: housekeeping marks it interrupted, never resends it
             log.error("the answer for message %s could not be recorded (%s)", message["id"], type(exc).__name__)

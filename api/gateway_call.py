@@ -42,7 +42,6 @@ def open_client(max_connections: int = 100) -> aiohttp.ClientSession:
     redirect is followed, and ``_Progress`` is told how far each request got.
     """
     trace = aiohttp.TraceConfig()
-    trace.on_connection_create_start.append(_connecting)
     trace.on_request_headers_sent.append(_sent)
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=30),
@@ -61,7 +60,6 @@ async def send(
 
     The password is opened here and nowhere else, and only for this request.
     """
-    wire = providers.get(gateway["provider_type"])
     try:
         gateway = passwords.opened(keyring, gateway)
     except secrets.SecretUnavailable as exc:
@@ -71,6 +69,7 @@ async def send(
                        failure_reason=f"smsgw cannot read this gateway's password: it was {exc}")
     progress = _Progress()
     try:
+        wire = providers.get(gateway["provider_type"])
         req = wire.build(gateway, sub)
         async with asyncio.timeout(timeout):
             status, body, wait = await _exchange(client, req, progress)
@@ -78,7 +77,7 @@ async def send(
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         return _not_connected(_describe(exc))
     except TimeoutError:
-        if progress.connecting and not progress.sent:  # our own deadline, met while connecting
+        if not progress.sent:  # our own deadline, met while connecting or waiting for a free connection
             return _not_connected(f"no connection within {timeout:g} s")
         return Outcome(ok=False, failure_code=TIMEOUT, retry=AMBIGUOUS,
                        failure_reason=f"gateway did not answer within {timeout:g} s")
@@ -100,19 +99,14 @@ def _not_connected(detail: str) -> Outcome:
 
 @dataclasses.dataclass
 class _Progress:
-    """How far a request got, from aiohttp's trace: did it start connecting, did it leave?
+    """How far a request got, from aiohttp's trace: did it leave?
 
-    Our ``asyncio.timeout`` covers the whole exchange, connecting included; this
-    tells a gateway that never accepted the connection (safe to retry) from one
-    that never answered (ambiguous).
+    Our ``asyncio.timeout`` covers the whole exchange, waiting for a free
+    connection and connecting included; this tells a request that never left
+    (safe to retry) from one the gateway never answered (ambiguous).
     """
 
-    connecting: bool = False
     sent: bool = False
-
-
-async def _connecting(session, context, params) -> None:
-    context.trace_request_ctx.connecting = True
 
 
 async def _sent(session, context, params) -> None:

@@ -11,7 +11,7 @@
   ``expired`` (the dispatcher's claims catch most; this catches those of a gateway
   that is inactive or paused).
 
-Both are found with a plain read and then submitted to the state-change
+Each is found with a plain read and then submitted to the state-change
 pipeline, which decides again under its locks (``api.changes``): a message
 whose answer is recorded meanwhile is left alone.
 """
@@ -31,7 +31,7 @@ log = logging.getLogger("smsgw.housekeeping")
 CHUNK = 1000  # rows found per read; the next round finds the rest
 
 
-async def interrupt_stale_queued(database, pipeline, older_than: float) -> int:
+async def interrupt_stale_claims(database, pipeline, older_than: float) -> int:
     """Messages whose gateway call began longer ago than any call can last."""
     rows = await database.fetch_all(
         sa.select(messages.c.id)
@@ -65,12 +65,12 @@ async def _submit(pipeline, found: list[changes.Change], outcome: str) -> int:
 
 
 async def run_once(database, pipeline, settings) -> None:
-    interrupted = await interrupt_stale_queued(database, pipeline, settings.gateway_timeout + settings.queued_grace)
+    interrupted = await interrupt_stale_claims(database, pipeline, settings.gateway_timeout + settings.queued_grace)
     expired = await expire_parked(database, pipeline)
     outlived = await expire_waiting(database, pipeline)
     if interrupted or expired or outlived:
-        log.info("housekeeping: %d queued messages marked interrupted, %d unmatched receipts expired, "
-                 "%d waiting messages expired", interrupted, expired, outlived)
+        log.info("housekeeping: %d gateway calls that never came back marked interrupted, %d unmatched "
+                 "receipts expired, %d waiting messages expired", interrupted, expired, outlived)
 
 
 async def loop(database, pipeline, settings) -> None:

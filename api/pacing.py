@@ -79,7 +79,7 @@ def start_delays(bucket: Mapping[str, Any] | None, rate: float | None, now: str,
 def take(bucket: Mapping[str, Any] | None, gateway_id: int, rate: float | None, now: str, count: int
          ) -> dict[str, Any] | None:
     """The bucket's row after ``count`` sends start now; None when there is nothing to write
-    (no limit, no pause)."""
+    (no limit, or nothing taken during a pause, whose row already says when it ends)."""
     if rate is None or (count == 0 and _paused_for(bucket, now) > 0):
         return None  # nothing to write: no limit, or a pause (its row already says when it ends)
     # Synchronous sends take tokens they may not have (their caller is waiting): the debt,

@@ -1,9 +1,12 @@
-"""The send route and its writes: validate a send, store it, call the gateway, record the answer.
+"""The send route and cancel: validate a send, store it, call the gateway, record the answer.
 
-A send is stored ``queued`` before the gateway is contacted, then becomes
-``submitted`` or ``failed`` in a second write: a crash between the two leaves a
-visible ``queued`` row, never a message sent with no record of it. Reading
-messages back is ``api.messages``; the call itself is ``api.gateway_call``.
+A synchronous send is stored ``queued`` and claimed before the gateway is
+contacted, then becomes ``submitted`` or ``failed`` in a second write: a crash
+between the two leaves a visible claimed row (housekeeping marks it
+``interrupted``), never a message sent with no record of it. With
+``Prefer: respond-async`` (or a ``send_at`` ahead) it is only stored, and
+``api.dispatcher`` sends it. Batches are ``api.batch_sends``; reading messages
+back is ``api.messages``; the call itself is ``api.gateway_call``.
 """
 
 from __future__ import annotations
@@ -51,10 +54,13 @@ def check_url(url: str) -> str | None:
 
 
 def stored_send_at(value: str) -> str:
-    """An RFC 3339 ``send_at`` as a stored timestamp (parsed once, here)."""
+    """An RFC 3339 ``send_at`` as a stored timestamp (parsed once, here). A time in the
+    past means now; one more than a year ago is a mistake."""
     stamp = clock.from_rfc3339(value)
     if stamp is None:
         raise ValueError("The send_at must be an RFC 3339 date-time with its offset, e.g. 2026-11-27T18:00:00Z.")
+    if stamp < clock.iso_after(-MAX_SCHEDULE_AHEAD):
+        raise ValueError("The send_at may be at most a year in the past (a time in the past means now).")
     return stamp
 
 
@@ -79,6 +85,17 @@ SEND_SCHEMA: dict[str, Field] = {
 def default_callback_url(public_url: str, gateway: Mapping[str, Any]) -> str:
     route = "webhooks/jasmin" if gateway["provider_type"].startswith("jasmin") else "api/sms-gateways"
     return f"{public_url}/{route}/{gateway['id']}/dlr?token={gateway['callback_token']}"
+
+
+def current_callback_url(stored: str, gateway: Mapping[str, Any], public_url: str) -> str:
+    """The callback URL to send with a message stored earlier: smsgw's own default is
+    rebuilt with the gateway's current token (a message may wait for days; a token
+    rotated meanwhile, or revoked after a leak, must not go out with it); a URL the
+    app gave is sent as it is."""
+    current = default_callback_url(public_url, gateway)
+    if stored != current and stored.startswith(current.split("?token=", 1)[0] + "?token="):
+        return current
+    return stored
 
 
 def message_fields(values: dict[str, Any], gateway: Mapping[str, Any], public_url: str, now: str) -> dict[str, Any]:

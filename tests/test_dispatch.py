@@ -377,8 +377,9 @@ def test_cancel_answers_409_once_sent_and_404_when_unknown(client, gateway, sim)
     assert client.post("/api/sms-messages/999999999/cancel").status_code == 404
 
 
-@pytest.mark.parametrize("send_at", ["tomorrow", "2026-11-27T18:00:00"])
-def test_a_send_at_without_a_date_time_and_offset_is_refused(client, gateway, sim, send_at):
+@pytest.mark.parametrize("send_at", ["tomorrow", "2026-11-27T18:00:00", "0001-01-01T00:00:00+01:00",
+                                     "9999-12-31T23:59:59-01:00", "2001-01-01T00:00:00Z", "2099-01-01T00:00:00Z"])
+def test_a_send_at_without_a_date_time_and_offset_or_far_off_is_refused(client, gateway, sim, send_at):
     gw = gateway()
     response = send_async(client, gw["id"], send_at=send_at)
     assert response.status_code == 422 and "send_at" in response.json()["errors"]
