@@ -405,6 +405,11 @@ def fetch_all(connection: sa.Connection, statement: sa.Select, params: dict[str,
     sql, order, fixed, names, json_positions = _compiled_read(connection.dialect, statement)
     given = {**fixed, **params}
     rows = connection.exec_driver_sql(sql, tuple(given[name] for name in order)).fetchall()
+    return _as_dicts(rows, names, json_positions)
+
+
+def _as_dicts(rows, names: tuple[str, ...], json_positions: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Driver rows as dicts of ``names``, the JSON columns' text parsed."""
     out = []
     for row in rows:
         values = list(row)
@@ -511,14 +516,7 @@ async def read(database: Database, statement: sa.Select, params: dict[str, Any])
         else:
             async with raw.execute(sql, args) as cursor:
                 rows = await cursor.fetchall()
-    out = []
-    for row in rows:
-        values = list(row)
-        for i in json_positions:
-            if isinstance(values[i], str):
-                values[i] = json.loads(values[i])
-        out.append(dict(zip(names, values)))
-    return out
+    return _as_dicts(rows, names, json_positions)
 
 
 async def read_one(database: Database, statement: sa.Select, params: dict[str, Any]) -> dict[str, Any] | None:

@@ -116,11 +116,7 @@ def _coerce(name: str, value: Any, spec: Field, from_form: bool) -> tuple[Any, s
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             return None, f"The {name} must be an integer."
-        if spec.min_value is not None and value < spec.min_value:
-            return None, f"The {name} must be at least {spec.min_value}."
-        if spec.max_value is not None and value > spec.max_value:
-            return None, f"The {name} may not be greater than {spec.max_value}."
-        return value, None
+        return _within_bounds(name, value, spec)
     if spec.kind == "number":
         if from_form and isinstance(value, str):
             try:
@@ -129,11 +125,7 @@ def _coerce(name: str, value: Any, spec: Field, from_form: bool) -> tuple[Any, s
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return None, f"The {name} must be a number."
-        if spec.min_value is not None and value < spec.min_value:
-            return None, f"The {name} must be at least {spec.min_value}."
-        if spec.max_value is not None and value > spec.max_value:
-            return None, f"The {name} may not be greater than {spec.max_value}."
-        return value, None
+        return _within_bounds(name, value, spec)
     if spec.kind == "boolean":
         if from_form and isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
             return value.strip().lower() in TRUE_WORDS, None
@@ -147,3 +139,11 @@ def _coerce(name: str, value: Any, spec: Field, from_form: bool) -> tuple[Any, s
             return None, f"The {name} must not contain NUL characters or lone surrogates."
         return value, None
     raise AssertionError(f"unknown field kind {spec.kind!r}")
+
+
+def _within_bounds(name: str, value: float, spec: Field) -> tuple[Any, str | None]:
+    if spec.min_value is not None and value < spec.min_value:
+        return None, f"The {name} must be at least {spec.min_value}."
+    if spec.max_value is not None and value > spec.max_value:
+        return None, f"The {name} may not be greater than {spec.max_value}."
+    return value, None
