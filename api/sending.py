@@ -20,7 +20,6 @@ import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 

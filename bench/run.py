@@ -382,11 +382,11 @@ def upload(targets: list[tuple[str, str]], gateway_id: int, count: int, send_at:
     """``count`` messages in batches of BATCH, all due at ``send_at``, sent to each API of
     ``targets`` (url, key) in turn; returns the batch ids."""
     batch_ids = []
-    for index, start in enumerate(range(0, count, BATCH)):
+    for index, first in enumerate(range(0, count, BATCH)):
         url, key = targets[index % len(targets)]
         response = httpx.post(f"{url}/api/sms-gateways/{gateway_id}/messages", timeout=120,
                               headers={"Authorization": f"Bearer {key}"},
-                              json=batch_body(min(BATCH, count - start), send_at))
+                              json=batch_body(min(BATCH, count - first), send_at))
         if response.status_code != 202:
             raise RuntimeError(f"the batch route answered {response.status_code}: {response.text[:300]}")
         batch_ids.append(response.json()["meta"]["batch_id"])
