@@ -75,3 +75,33 @@ def test_smsgw_s_own_callback_url_is_sent_with_the_current_token_and_an_app_s_as
     assert current_callback_url(app, gateway, PUBLIC) == app
     other_gateway = f"{PUBLIC}/webhooks/jasmin/8/dlr?token=old"
     assert current_callback_url(other_gateway, gateway, PUBLIC) == other_gateway
+
+
+def test_sends_woken_late_together_still_start_one_interval_apart():
+    """A busy event loop may wake several sends whose moments have passed at once: on a
+    paced gateway they start 1/rate apart, in claim order, so the rate holds when sending."""
+    import time
+
+    from api.config import Settings
+    from api.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(None, None, None, Settings())
+    gateway = {"id": 1, "throughput_per_second": 20.0}
+    starts: list[tuple[int, float]] = []
+
+    async def send(n: int, at: float):
+        await dispatcher._wait_turn(gateway, at)
+        starts.append((n, time.monotonic()))
+
+    async def run():
+        past = time.monotonic() - 1.0  # every moment already gone
+        await asyncio.gather(*(send(n, past) for n in range(5)))
+
+    asyncio.run(run())
+    assert [n for n, _ in starts] == [0, 1, 2, 3, 4]
+    gaps = [b - a for (_, a), (_, b) in zip(starts, starts[1:])]
+    assert all(gap >= 1 / 20.0 - 0.002 for gap in gaps), gaps  # never closer (a slow machine only widens them)
+    unpaced = {"id": 2, "throughput_per_second": None}
+    began = time.monotonic()
+    asyncio.run(dispatcher._wait_turn(unpaced, began - 1.0))
+    assert time.monotonic() - began < 1.0  # no limit: nothing to wait for
