@@ -23,7 +23,7 @@ from typing import Any, Generator, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from api import changes, db, pacing
+from api import changes, db
 from api.changes import (
     Cancel, Change, Claim, Expiry, Facts, Interruption, NewMessages, ParkedExpiry, ParkedReceipt, PauseGateway,
     Receipt, SendOutcome,
@@ -238,12 +238,9 @@ class View:
 
     def room(self, claim: Claim, now: str) -> int:
         """How many messages ``claim`` may take at most, before reading them."""
-        gateway = self.gateways.get(claim.gateway_id)
-        if gateway is None or not gateway["is_active"]:
-            return 0
-        allowed, _ = pacing.available(self.buckets.get(claim.gateway_id), gateway["throughput_per_second"], now)
-        free = gateway["max_in_flight"] - self.in_flight.get(claim.gateway_id, 0)
-        return max(0, min(claim.limit, free, allowed))
+        gateway_id = claim.gateway_id
+        return changes.claim_room(claim, self.gateways.get(gateway_id), self.buckets.get(gateway_id),
+                                  self.in_flight.get(gateway_id, 0), now)[0]
 
     def add_due(self, gateway_id: int, rows: Iterable[Mapping[str, Any]]) -> None:
         ids = self.due.setdefault(gateway_id, [])

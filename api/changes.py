@@ -363,6 +363,18 @@ def has_expired(message: Mapping[str, Any], now: str) -> bool:
     return message["expires_at"] is not None and message["expires_at"] <= now
 
 
+def claim_room(change: Claim, gateway: Mapping[str, Any] | None, bucket: Mapping[str, Any] | None,
+               in_flight: int, now: str) -> tuple[int, int, float | None]:
+    """How many messages ``change`` may take now (within its limit, the gateway's
+    ``max_in_flight`` and its tokens; none for an inactive or unknown gateway), how many
+    the bucket alone allows, and when it allows more (``pacing.available``). The batch
+    sizes its read of due messages with it, and the plan claims with it."""
+    if gateway is None or not gateway["is_active"]:
+        return 0, 0, None
+    allowed, wait = pacing.available(bucket, gateway["throughput_per_second"], now)
+    return max(0, min(change.limit, gateway["max_in_flight"] - in_flight, allowed)), allowed, wait
+
+
 def _claim(change: Claim, facts: Facts, now: str) -> Plan:
     """Claim what the gateway may take now: due, unexpired messages, oldest first, as many
     as the bucket has tokens and ``max_in_flight`` has room. An expired one ends
@@ -370,9 +382,7 @@ def _claim(change: Claim, facts: Facts, now: str) -> Plan:
     gateway = facts.gateway
     if gateway is None or not gateway["is_active"]:
         return Plan("claimed", result=Claimed())
-    room = max(0, min(change.limit, gateway["max_in_flight"] - facts.in_flight))
-    allowed, wait = pacing.available(facts.bucket, gateway["throughput_per_second"], now)
-    room = min(room, allowed)
+    room, allowed, wait = claim_room(change, gateway, facts.bucket, facts.in_flight, now)
     claimed, written, events, expired = [], [], [], 0
     for message in facts.due:
         if not is_due(message, now):
