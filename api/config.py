@@ -14,6 +14,8 @@ from api import secrets
 from api.db import dialect_of
 
 DEFAULT_DATABASE_URL = "sqlite:///var/smsgw.db"
+# Standard Webhooks' example schedule: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,15 @@ class Settings:
     simulator_delay: float = 1.0
     simulator_retry_delay: float = 30.0
     keyring: secrets.Keyring = secrets.Keyring()  # SMSGW_SECRET_KEY(_PREVIOUS); repr shows ids only
+    # Status webhooks (api.webhook_worker, api.ssrf)
+    webhook_timeout: float = 15.0       # seconds an endpoint has to answer 2xx
+    webhook_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE  # seconds before each attempt
+    webhook_allow_http: bool = False    # plain http:// endpoints (https only otherwise)
+    webhook_allow_private: bool = False  # loopback, private, link-local ... addresses (refused otherwise)
+    webhook_disable_after: float = 5 * 24 * 3600  # seconds an endpoint may fail in a row before it is disabled
+    webhook_secret_grace: int = 24 * 3600  # seconds a rotated secret keeps signing beside the new one
+    webhook_concurrency: int = 64       # deliveries under way at once, per process
+    webhook_interval: float = 1.0       # seconds between the worker's looks for work other processes queued
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -105,6 +116,15 @@ class Settings:
             simulator_delay=_float(env, "SMSGW_SIMULATOR_DELAY", cls.simulator_delay, low=0),
             simulator_retry_delay=_float(env, "SMSGW_SIMULATOR_RETRY_DELAY", cls.simulator_retry_delay, low=0),
             keyring=_keyring(env),
+            webhook_timeout=_float(env, "SMSGW_WEBHOOK_TIMEOUT", cls.webhook_timeout, low=0.1),
+            webhook_retry_schedule=_schedule(env, "SMSGW_WEBHOOK_RETRY_SCHEDULE", cls.webhook_retry_schedule),
+            webhook_allow_http=_flag(env, "SMSGW_WEBHOOK_ALLOW_HTTP"),
+            webhook_allow_private=_flag(env, "SMSGW_WEBHOOK_ALLOW_PRIVATE"),
+            webhook_disable_after=_int(env, "SMSGW_WEBHOOK_DISABLE_AFTER", int(cls.webhook_disable_after), low=1),
+            webhook_secret_grace=_int(env, "SMSGW_WEBHOOK_SECRET_GRACE", cls.webhook_secret_grace, low=0,
+                                      high=30 * 24 * 3600),
+            webhook_concurrency=_int(env, "SMSGW_WEBHOOK_CONCURRENCY", cls.webhook_concurrency, low=1, high=1024),
+            webhook_interval=_float(env, "SMSGW_WEBHOOK_INTERVAL", cls.webhook_interval, low=0.01),
         )
 
 
@@ -113,6 +133,29 @@ def _keyring(env: dict[str, str]) -> secrets.Keyring:
         return secrets.keyring_from(env.get("SMSGW_SECRET_KEY"), env.get("SMSGW_SECRET_KEY_PREVIOUS"))
     except secrets.BadKey as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0, not {raw!r}")
+
+
+def _schedule(env: dict[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """Comma-separated seconds to wait before each attempt (the first normally 0: at once)."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        waits = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated seconds, e.g. 0,5,300; not {raw!r}") from None
+    if not 1 <= len(waits) <= 50 or not all(0 <= wait <= 7 * 24 * 3600 for wait in waits):
+        raise ConfigError(f"{name} must list 1 to 50 waits, each between 0 and 604800 seconds")
+    return waits
 
 
 def _addresses(env: dict[str, str], name: str) -> tuple[str, ...]:

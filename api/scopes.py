@@ -19,9 +19,10 @@ MESSAGES_READ = "messages:read"
 GATEWAYS_READ = "gateways:read"    # gateways without their secrets
 GATEWAYS_ADMIN = "gateways:admin"  # secrets, rotation, create / update / delete
 KEYS_ADMIN = "keys:admin"          # API keys and the audit trail
+WEBHOOKS_ADMIN = "webhooks:admin"  # status webhook endpoints, their secrets and deliveries
 
 # In the order a user reads them (`smsgw apikey list`, errors).
-SCOPES = (MESSAGES_SEND, MESSAGES_READ, GATEWAYS_READ, GATEWAYS_ADMIN, KEYS_ADMIN)
+SCOPES = (MESSAGES_SEND, MESSAGES_READ, GATEWAYS_READ, GATEWAYS_ADMIN, KEYS_ADMIN, WEBHOOKS_ADMIN)
 ALL = frozenset(SCOPES)
 # `--scope all` / "all": every scope, as keys made before scopes existed have.
 EVERY = "all"
@@ -36,6 +37,7 @@ WHAT = {
     GATEWAYS_READ: "read SMS gateways",
     GATEWAYS_ADMIN: "manage SMS gateways",
     KEYS_ADMIN: "manage API keys or read the audit trail",
+    WEBHOOKS_ADMIN: "manage webhook endpoints",
 }
 
 # Gateway fields only gateways:admin sees: whoever holds the callback token can
@@ -75,6 +77,17 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/api-keys"): Rule(KEYS_ADMIN, unlimited_only=True),
     ("DELETE", "/api/api-keys/{id:int}"): Rule(KEYS_ADMIN, unlimited_only=True),
     ("GET", "/api/audit-events"): Rule(KEYS_ADMIN, unlimited_only=True),
+    # An endpoint hears about messages of every gateway it names (or of all): a key limited
+    # to some gateways could make one that names no gateway and read every message.
+    ("POST", "/api/webhook-endpoints"): Rule(WEBHOOKS_ADMIN, unlimited_only=True),
+    ("GET", "/api/webhook-endpoints"): Rule(WEBHOOKS_ADMIN, unlimited_only=True),
+    ("GET", "/api/webhook-endpoints/{id:int}"): Rule(WEBHOOKS_ADMIN, unlimited_only=True),
+    ("PATCH", "/api/webhook-endpoints/{id:int}"): Rule(WEBHOOKS_ADMIN, unlimited_only=True),
+    ("DELETE", "/api/webhook-endpoints/{id:int}"): Rule(WEBHOOKS_ADMIN, unlimited_only=True),
+    ("POST", "/api/webhook-endpoints/{id:int}/secret/rotate"): Rule(WEBHOOKS_ADMIN, unlimited_only=True),
+    ("GET", "/api/webhook-endpoints/{id:int}/deliveries"): Rule(WEBHOOKS_ADMIN, unlimited_only=True),
+    ("POST", "/api/webhook-endpoints/{id:int}/replay"): Rule(WEBHOOKS_ADMIN, unlimited_only=True),
+    ("POST", "/api/webhook-deliveries/{id:int}/retry"): Rule(WEBHOOKS_ADMIN, unlimited_only=True),
 }
 # Routes whose {id} is a gateway's: a key limited to some gateways is checked against it.
 GATEWAY_PATH = "/api/sms-gateways/{id:int}"

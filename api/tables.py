@@ -94,6 +94,9 @@ messages = sa.Table(
     sa.Column("next_attempt_at", Timestamp),   # set only while it waits for the dispatcher
     sa.Column("claimed_at", Timestamp),        # set only while a gateway call for it may be under way
     sa.Column("canceled_at", Timestamp),
+    # Grows by one with each change of state or status (api.notices): a status webhook
+    # carries it, so an app can drop a stale one that arrives late.
+    sa.Column("sequence", sa.Integer, nullable=False, server_default="0"),
     sa.Index(
         "ux_sms_messages_gateway_external_id",
         "sms_gateway_id",
@@ -214,4 +217,71 @@ audit_events = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Index("ix_audit_events_action_id", "action", "id"),
     sqlite_autoincrement=True,  # an id is never handed out twice, even after a (forbidden) delete
+)
+
+# Where apps hear about their messages (api.webhook_endpoints): Standard Webhooks, signed.
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("description", sa.String(255)),
+    sa.Column("events", Json, nullable=False),    # JSON list of event types (api.notices.EVENT_TYPES)
+    sa.Column("gateway_ids", Json),               # JSON list of gateway ids; NULL = every gateway
+    sa.Column("is_active", sa.Boolean, nullable=False),
+    # whsec_... sealed like gateway passwords (api.secrets) when SMSGW_SECRET_KEY is set
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("previous_secret", sa.Text),        # still signs beside the new one until ...
+    sa.Column("previous_secret_expires_at", Timestamp),
+    sa.Column("failing_since", Timestamp),        # first failure since the last success; NULL: not failing
+    sa.Column("disabled_at", Timestamp),          # set when smsgw disabled it (410 Gone, failing for days)
+    sa.Column("disabled_reason", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sqlite_autoincrement=True,  # a deleted endpoint's id is never handed out again
+)
+
+# The outbox: each change of a message that some endpoint subscribes to, written in the
+# same transaction as the change (api.batches). Its identity is (message, sequence).
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("message_id", Id, sa.ForeignKey("sms_messages.id", ondelete="CASCADE"), primary_key=True,
+              autoincrement=False),
+    sa.Column("sequence", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sms_gateway_id", Id, nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("occurred_at", Timestamp, nullable=False),
+    sa.Column("snapshot", Json, nullable=False),  # the message's changing columns, as the change left them
+    sa.Index("ix_webhook_events_occurred_at", "occurred_at"),
+)
+
+# One event to one endpoint: tried until a 2xx, on the retry schedule (api.webhook_schedule).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("endpoint_id", Id, sa.ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("message_id", Id, nullable=False),
+    sa.Column("sequence", sa.Integer, nullable=False),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending, delivering, succeeded, failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    # when it is due: the next attempt's time, or while delivering the end of the
+    # worker's lease (a worker that died leaves it due again); NULL once it has ended
+    sa.Column("next_attempt_at", Timestamp),
+    sa.Column("last_attempt_at", Timestamp),
+    sa.Column("last_status_code", sa.Integer),
+    sa.Column("last_latency_ms", sa.Float),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_response", sa.Text),        # the first 4 KiB of the answer
+    sa.Column("delivered_at", Timestamp),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index("ux_webhook_deliveries_endpoint_event", "endpoint_id", "message_id", "sequence", unique=True),
+    sa.Index("ix_webhook_deliveries_endpoint_id", "endpoint_id", "id"),
+    sa.Index("ix_webhook_deliveries_due", "next_attempt_at",
+             sqlite_where=sa.text("next_attempt_at IS NOT NULL"),
+             postgresql_where=sa.text("next_attempt_at IS NOT NULL")),
+    sqlite_autoincrement=True,
 )
