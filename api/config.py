@@ -145,7 +145,8 @@ def _flag(env: dict[str, str], name: str) -> bool:
 
 
 def _schedule(env: dict[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    """Comma-separated seconds to wait before each attempt (the first normally 0: at once)."""
+    """Comma-separated seconds to wait before each attempt, as Standard Webhooks writes its
+    schedule: the first is 0 (at once), each next one counts from the failure before it."""
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -155,6 +156,8 @@ def _schedule(env: dict[str, str], name: str, default: tuple[float, ...]) -> tup
         raise ConfigError(f"{name} must be comma-separated seconds, e.g. 0,5,300; not {raw!r}") from None
     if not 1 <= len(waits) <= 50 or not all(0 <= wait <= 7 * 24 * 3600 for wait in waits):
         raise ConfigError(f"{name} must list 1 to 50 waits, each between 0 and 604800 seconds")
+    if waits[0] != 0:
+        raise ConfigError(f"{name} must start with 0: the first attempt goes at once")
     return waits
 
 

@@ -70,7 +70,7 @@ def upgrade() -> None:
     op.create_table(
         "webhook_deliveries",
         sa.Column("id", Id, primary_key=True),
-        sa.Column("endpoint_id", Id, sa.ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("endpoint_id", Id, nullable=False),
         sa.Column("message_id", Id, nullable=False),
         sa.Column("sequence", sa.Integer, nullable=False),
         sa.Column("event_type", sa.String(32), nullable=False),
