@@ -176,6 +176,38 @@ def cmd_simulator(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook_receiver(settings: Settings, args: argparse.Namespace) -> int:
+    """``smsgw webhook-receiver``: simulator.receiver on a port, printing each event it gets.
+
+    Secrets come from --secret and from SMSGW_WEBHOOK_SECRET (comma-separated), the variable
+    being the way to keep them out of ``ps``; a malformed one stops it, without being echoed."""
+    import os
+
+    import uvicorn
+
+    from simulator.receiver import create_app
+
+    env_secrets = [s.strip() for s in os.environ.get("SMSGW_WEBHOOK_SECRET", "").split(",") if s.strip()]
+    secrets = [*(args.secret or ()), *env_secrets]
+    try:
+        app = create_app(secrets, json_output=args.json)
+    except ValueError as exc:
+        print(f"smsgw: --secret / SMSGW_WEBHOOK_SECRET: {exc}", file=sys.stderr)
+        return 2
+    check = (f"verifying signatures with {len(secrets)} secret{'s' if len(secrets) > 1 else ''}" if secrets else
+             "NOT verifying signatures (no --secret or SMSGW_WEBHOOK_SECRET): every event is recorded unverified")
+    print(f"webhook receiver listening on http://{args.host}:{args.port}/ (POST to any path); {check}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning", server_header=False)
+    return 0
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be from 1 to 65535")
+    return value
+
+
 DEMO_GATEWAY = "demo (Jasmin simulator)"
 
 
@@ -296,6 +328,17 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(run=cmd_migrate)
     commands.add_parser("guard", help="serve the callback-token guard in front of the API").set_defaults(run=cmd_guard)
     commands.add_parser("simulator", help="serve the Jasmin simulator").set_defaults(run=cmd_simulator)
+    receiver = commands.add_parser("webhook-receiver", help="receive status webhooks, verify their signatures, "
+                                                            "print one line per event")
+    receiver.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    receiver.add_argument("--port", type=port_number, default=8090, help="port to listen on (default 8090)")
+    receiver.add_argument("--secret", action="append", metavar="WHSEC",
+                          help="an endpoint's secret (whsec_...) to verify with, repeatable; also read from "
+                               "SMSGW_WEBHOOK_SECRET (comma-separated), which other users cannot see in ps")
+    receiver.add_argument("--json", action="store_true",
+                          help="print each verified event's body as one line of JSON instead (refused ones go "
+                               "to stderr)")
+    receiver.set_defaults(run=cmd_webhook_receiver)
     commands.add_parser("demo", help="ensure the demo gateway (pointing at the simulator) exists; print its id").set_defaults(run=cmd_demo)
     apikey = commands.add_parser("apikey", help="manage API keys")
     actions = apikey.add_subparsers(dest="action", required=True)

@@ -113,7 +113,8 @@ def verify(secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now:
     missing = [n for n in ("webhook-id", "webhook-timestamp", "webhook-signature") if not lowered.get(n)]
     if missing:
         raise BadSignature(f"missing header {', '.join(missing)}")
-    webhook_id, stamp, header = lowered["webhook-id"], lowered["webhook-timestamp"].strip(), lowered["webhook-signature"]
+    webhook_id, header = lowered["webhook-id"], lowered["webhook-signature"]
+    stamp = lowered["webhook-timestamp"].strip()
     if not stamp.isascii() or not stamp.isdigit():
         raise BadSignature("webhook-timestamp is not whole Unix seconds")
     timestamp = int(stamp)
