@@ -18,42 +18,20 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any, Generator, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from api import changes, db
+from api import changes, db, notices, webhook_batches
 from api.changes import (
     Cancel, Change, Claim, Expiry, Facts, Interruption, NewMessages, ParkedExpiry, ParkedReceipt, PauseGateway,
     Receipt, SendOutcome,
 )
-from api.tables import batches as batch_rows, events, gateways, messages, pacing as buckets, unmatched_receipts
-
-Key = tuple[int, str]
-
-
-@dataclass(frozen=True)
-class Lock:
-    """Hold these (gateway, external id) keys until commit, in this (sorted) order: a
-    receipt racing the send that names its id is either found by it or finds it."""
-
-    keys: tuple[Key, ...]
-
-
-@dataclass(frozen=True)
-class Read:
-    statement: sa.Select
-    params: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Write:
-    statement: sa.Executable
-    rows: list[dict[str, Any]]
-
-
-Step = Lock | Read | Write
+from api.steps import Key, Lock, Read, Step, Write
+from api.tables import (
+    batches as batch_rows, events, gateways, messages, pacing as buckets, unmatched_receipts, webhook_deliveries,
+    webhook_endpoints, webhook_events,
+)
 
 # Statements with their parameters bound per row (executemany).
 UPDATE_MESSAGE = messages.update().where(messages.c.id == sa.bindparam("_id"))
@@ -64,6 +42,8 @@ RESOLVED = ("status", "message_id", "resolved_at")
 INSERT_MESSAGE = messages.insert()
 NEW_MESSAGE_COLUMNS = tuple(c.name for c in messages.c)  # every column: a new row gives each a value
 INSERT_BATCH = batch_rows.insert()
+INSERT_WEBHOOK_EVENT = webhook_events.insert()
+INSERT_DELIVERY = webhook_deliveries.insert()
 RELEASE = {
     "message": messages.update().where(messages.c.id == sa.bindparam("_id")),
     "batch": batch_rows.update().where(batch_rows.c.id == sa.bindparam("_id")),
@@ -76,9 +56,24 @@ DISPATCHING = ""  # the lock key's external id that stands for "this gateway's d
 EXPIRED_SWEEP = 100  # due messages read beyond what a claim may send: the expired among them end at once
 
 
-def apply(batch: Sequence[Change], now: str, unmatched_ttl: float, dialect: str
+def apply(batch: Sequence[Change | webhook_batches.WebhookChange], now: str, unmatched_ttl: float, dialect: str
           ) -> Generator[Step, list[Mapping[str, Any]] | None, list[Any]]:
-    """The steps of one batch's transaction; returns each change's outcome, in order."""
+    """The steps of one batch's transaction; returns each change's outcome, in order.
+
+    The webhook worker's changes (``api.webhook_batches``) come after the messages'
+    in the same transaction: a claim then finds the deliveries this batch made.
+    """
+    hooks = [c for c in batch if webhook_batches.is_webhook_change(c)]
+    if not hooks:
+        return (yield from _apply(batch, now, unmatched_ttl, dialect))
+    rest = [c for c in batch if not webhook_batches.is_webhook_change(c)]
+    done = iter((yield from _apply(rest, now, unmatched_ttl, dialect)) if rest else ())
+    answered = iter((yield from webhook_batches.apply(hooks, now, dialect)))
+    return [next(answered) if webhook_batches.is_webhook_change(c) else next(done) for c in batch]
+
+
+def _apply(batch: Sequence[Change], now: str, unmatched_ttl: float, dialect: str
+           ) -> Generator[Step, list[Mapping[str, Any]] | None, list[Any]]:
     receipt_keys = {c.key for c in batch if isinstance(c, Receipt)}
     send_keys = {c.key for c in batch if isinstance(c, SendOutcome) and c.key is not None}
     message_ids = {c.message_id for c in batch if isinstance(c, (SendOutcome, Interruption, Expiry, Cancel))}
@@ -140,6 +135,8 @@ def apply(batch: Sequence[Change], now: str, unmatched_ttl: float, dialect: str
                     yield Read(reads.due, {"gateway": change.gateway_id, "now": now, "n": room + EXPIRED_SWEEP})))
 
     outcomes = [view.apply(change, now, unmatched_ttl) for change in batch]
+    if view.notices:  # the outbox: only when some endpoint subscribes (api.notices)
+        view.webhook_events, view.deliveries = notices.outbox(view.notices, (yield Read(reads.endpoints, {})), now)
     for write in view.writes(dialect):
         yield write
     return outcomes
@@ -176,6 +173,8 @@ class Reads:
             .select_from(ids.join(messages, messages.c.sms_gateway_id == id_value))
             .where(messages.c.claimed_at.is_not(None)).group_by(messages.c.sms_gateway_id))
         self.upsert_bucket = db.upsert(dialect, buckets)
+        self.endpoints = sa.select(webhook_endpoints.c.id, webhook_endpoints.c.events,
+                                   webhook_endpoints.c.gateway_ids, webhook_endpoints.c.is_active)
         self.due = (
             sa.select(*MESSAGE_COLUMNS, *(messages.c[name] for name in changes.TO_SEND))
             .where(messages.c.sms_gateway_id == sa.bindparam("gateway"), messages.c.next_attempt_at.is_not(None),
@@ -235,6 +234,10 @@ class View:
         self.new_batches: list[dict[str, Any]] = []
         self.releases: list[tuple[str, int]] = []
         self.changed_buckets: dict[int, dict[str, Any]] = {}
+        # the outbox: what apps hear about (api.notices), then the rows it makes
+        self.notices: list[dict[str, Any]] = []
+        self.webhook_events: list[dict[str, Any]] = []
+        self.deliveries: list[dict[str, Any]] = []
 
     def room(self, claim: Claim, now: str) -> int:
         """How many messages ``claim`` may take at most, before reading them."""
@@ -292,6 +295,7 @@ class View:
             self._set_message(plan.message)
         for message in plan.messages:
             self._set_message(message)
+        self.notices.extend(plan.notices)
         if plan.event is not None:
             self.events.append(plan.event)
         self.events.extend(plan.events)
@@ -305,6 +309,7 @@ class View:
             self.releases.append(plan.release)
         if plan.inserts:
             self.inserts.extend(plan.inserts)
+
             if change.idempotency_key is not None:  # a later change in this batch with the same key finds it
                 self.key_holders[(change.key_kind, change.gateway_id, change.idempotency_key)] = \
                     plan.new_batch or plan.inserts[0]
@@ -358,6 +363,10 @@ class View:
                 for message_id, row in self.changed.items()]))
         if self.events:
             writes.append(Write(INSERT_EVENT, self.events))
+        if self.webhook_events:
+            writes.append(Write(INSERT_WEBHOOK_EVENT, self.webhook_events))
+        if self.deliveries:
+            writes.append(Write(INSERT_DELIVERY, self.deliveries))
         if self.new_parked:
             writes.append(Write(INSERT_PARKED, self.new_parked))
         if self.resolved:

@@ -31,13 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Union
 
-from api import clock, pacing, retries, states
+from api import clock, notices, pacing, retries, states
 from api.providers.base import Outcome
 
 # Message columns a change may set: every write of a message sets all of them.
 MUTABLE = ("state", "delivery_status", "status_conflict", "external_message_id", "remote_response",
            "failure_reason", "failure_code", "submitted_at", "delivered_at", "failed_at", "updated_at",
-           "attempts", "next_attempt_at", "claimed_at", "canceled_at")
+           "attempts", "next_attempt_at", "claimed_at", "canceled_at", "sequence")
 # ... and what a plan reads of a message besides them (set once, when it is stored).
 FIXED = ("id", "sms_gateway_id", "expires_at")
 # What the dispatcher needs to send a message it claims.
@@ -248,13 +248,30 @@ class Plan:
     new_batch: dict[str, Any] | None = None    # a sms_batches row to insert
     release: tuple[str, int] | None = None     # ("message"|"batch", id) whose old key is released
     bucket: dict[str, Any] | None = None       # the gateway's pacing row afterwards
+    notices: tuple[dict[str, Any], ...] = ()   # the changes apps hear about (api.notices), for the outbox
 
 
 # --- the plan ------------------------------------------------------------------------
 
 
 def plan(change: Change, facts: Facts, now: str, unmatched_ttl: float) -> Plan:
-    """What ``change`` does, given ``facts``, at ``now`` (an ``api.clock`` timestamp)."""
+    """What ``change`` does, given ``facts``, at ``now`` (an ``api.clock`` timestamp).
+
+    Each message it writes that an app would hear about (``api.notices``: its state or
+    status changed, or it is new) gets its next ``sequence`` and a notice for the outbox.
+    """
+    planned = _plan(change, facts, now, unmatched_ttl)
+    if planned.message is None and not planned.messages and not planned.inserts:
+        return planned
+    before = {m["id"]: m for m in facts.due} if planned.messages else {}
+    found = [notices.noticed(facts.message, planned.message, now)] if planned.message is not None else []
+    found += [notices.noticed(before.get(m["id"]), m, now) for m in planned.messages]
+    found += [notices.noticed(None, row, now) for row in planned.inserts]
+    found = tuple(notice for notice in found if notice is not None)
+    return replace(planned, notices=found) if found else planned
+
+
+def _plan(change: Change, facts: Facts, now: str, unmatched_ttl: float) -> Plan:
     if isinstance(change, Receipt):
         return _receipt(change, facts, now, unmatched_ttl)
     if isinstance(change, ParkedReceipt):
@@ -302,7 +319,7 @@ def new_message(fields: Mapping[str, Any], gateway: Mapping[str, Any], now: str,
     row = {**NOTHING_YET, **fields, "delivery_status": state, "state": state, "status_conflict": False,
            "validity_period": validity, "send_at": send_at,
            "expires_at": clock.after(max(send_at or now, now), validity) if validity is not None else None,
-           "attempts": 1 if claimed else 0, "claimed_at": now if claimed else None,
+           "attempts": 1 if claimed else 0, "claimed_at": now if claimed else None, "sequence": 0,
            "next_attempt_at": None if claimed else (send_at if scheduled else now),
            "created_at": now, "updated_at": now}
     reason = QUEUED_REASON if claimed else (

@@ -48,6 +48,7 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
         "canceled_at": row["canceled_at"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        "sequence": row["sequence"],
     }
 
 

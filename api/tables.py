@@ -264,7 +264,7 @@ webhook_deliveries = sa.Table(
     "webhook_deliveries",
     metadata,
     sa.Column("id", Id, primary_key=True),
-    sa.Column("endpoint_id", Id, nullable=False),  # no foreign key: see below
+    sa.Column("endpoint_id", Id, nullable=False),  # no foreign key: see above
     sa.Column("message_id", Id, nullable=False),
     sa.Column("sequence", sa.Integer, nullable=False),
     sa.Column("event_type", sa.String(32), nullable=False),

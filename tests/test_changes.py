@@ -15,7 +15,7 @@ def message(**values) -> dict:
            "status_conflict": False, "external_message_id": "ext-7", "remote_response": {"data": "Success"},
            "failure_reason": None, "failure_code": None, "submitted_at": EARLIER, "delivered_at": None,
            "failed_at": None, "updated_at": EARLIER, "attempts": 1, "next_attempt_at": None, "claimed_at": None,
-           "canceled_at": None, "expires_at": None}
+           "canceled_at": None, "expires_at": None, "sequence": 2}
     return {**row, **values}
 
 
