@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from api import (
     audit, batch_sends, db, events, gateway_call, gateway_reads, gateways, housekeeping, keys, messages, receipts,
-    sending, unmatched,
+    sending, unmatched, webhook_deliveries, webhook_endpoints,
 )
 from api.dispatcher import Dispatcher
 from api.accesslog import AccessLog
@@ -79,6 +79,20 @@ def routes() -> list[Route]:
         Route("/api/api-keys", private(keys.list_keys), methods=["GET"]),
         Route("/api/api-keys/{id:int}", private(keys.revoke_key), methods=["DELETE"]),
         Route("/api/audit-events", private(audit.list_audit_events), methods=["GET"]),
+        Route("/api/webhook-endpoints", private(webhook_endpoints.create_endpoint), methods=["POST"]),
+        Route("/api/webhook-endpoints", private(webhook_endpoints.list_endpoints), methods=["GET"]),
+        Route("/api/webhook-endpoints/{id:int}", private(webhook_endpoints.show_endpoint), methods=["GET"]),
+        Route("/api/webhook-endpoints/{id:int}", private(webhook_endpoints.update_endpoint_route),
+              methods=["PATCH"]),
+        Route("/api/webhook-endpoints/{id:int}", private(webhook_endpoints.delete_endpoint_route),
+              methods=["DELETE"]),
+        Route("/api/webhook-endpoints/{id:int}/secret/rotate", private(webhook_endpoints.rotate_secret_route),
+              methods=["POST"]),
+        Route("/api/webhook-endpoints/{id:int}/deliveries", private(webhook_deliveries.list_deliveries),
+              methods=["GET"]),
+        Route("/api/webhook-endpoints/{id:int}/replay", private(webhook_deliveries.replay_route),
+              methods=["POST"]),
+        Route("/api/webhook-deliveries/{id:int}/retry", private(webhook_deliveries.retry), methods=["POST"]),
     ]
 
 

@@ -1,4 +1,4 @@
-"""The audit trail: who did what to keys and gateways, when, and from where.
+"""The audit trail: who did what to keys, gateways and webhook endpoints, when, and from where.
 
 Rows are only ever appended. Each append takes one lock (SQLite's write lock;
 on PostgreSQL an advisory lock), reads the last row's hash and inserts the new
@@ -36,8 +36,15 @@ GATEWAY_CHANGED = "gateway.changed"
 GATEWAY_DELETED = "gateway.deleted"
 TOKEN_ROTATED = "gateway.token_rotated"
 SCOPE_DENIED = "scope.denied"
+WEBHOOK_CREATED = "webhook.created"
+WEBHOOK_CHANGED = "webhook.changed"
+WEBHOOK_DELETED = "webhook.deleted"
+WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated"
+WEBHOOK_RETRIED = "webhook.delivery_retried"
+WEBHOOK_REPLAYED = "webhook.replayed"
 ACTIONS = (KEY_CREATED, KEY_REVOKED, GATEWAY_CREATED, GATEWAY_CHANGED, GATEWAY_DELETED, TOKEN_ROTATED,
-           SCOPE_DENIED)
+           SCOPE_DENIED, WEBHOOK_CREATED, WEBHOOK_CHANGED, WEBHOOK_DELETED, WEBHOOK_SECRET_ROTATED,
+           WEBHOOK_RETRIED, WEBHOOK_REPLAYED)
 
 log = logging.getLogger("smsgw.api")
 
