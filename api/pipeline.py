@@ -57,6 +57,9 @@ class Pipeline:
         self.batches = 0
         self.stopped = False
         self.drained = asyncio.Event()  # nothing queued and no batch under way
+        # Told each committed batch's changes, after its callers are answered (the webhook
+        # worker: a change of a message may have made deliveries). Each must be quick.
+        self.listeners: list[Callable[[list[Change]], None]] = []
         self._current: list[Waiting] = []
 
     def start(self) -> None:
@@ -118,6 +121,7 @@ class Pipeline:
                 for waiting, outcome in zip(batch, outcomes):
                     if not waiting.done.done():
                         waiting.done.set_result(outcome)
+                self._tell([w.change for w in batch])
         finally:
             # Stopped (or broken): nobody waits forever on a change taken off the queue.
             self._fail(self._current, RuntimeError("the state-change pipeline stopped"))
@@ -137,6 +141,14 @@ class Pipeline:
             else:
                 if not waiting.done.done():
                     waiting.done.set_result(outcome)
+                self._tell([waiting.change])
+
+    def _tell(self, committed: list[Change]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(committed)
+            except Exception:  # a listener's fault never stops the pipeline
+                log.exception("a pipeline listener failed")
 
 
 # --- the drivers ---------------------------------------------------------------------

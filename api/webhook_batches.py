@@ -28,7 +28,7 @@ from api.webhook_schedule import (
 WebhookChange = ClaimDeliveries | DeliveryResult
 # What a delivery's request needs of its message besides the event's snapshot.
 MESSAGE_COLUMNS = tuple(c.name for c in messages.c if c.name not in notices.SNAPSHOT and c.name not in (
-    "idempotency_key", "request_hash", "claimed_at"))
+    "id", "idempotency_key", "request_hash", "claimed_at"))
 UPDATE_DELIVERY = deliveries.update().where(deliveries.c.id == sa.bindparam("_id"))
 UPDATE_ENDPOINT = endpoints.update().where(endpoints.c.id == sa.bindparam("_id"))
 # A disabled endpoint's waiting deliveries are due no more (until it is enabled again).

@@ -1,0 +1,209 @@
+"""The webhook worker: every ``smsgw api`` process delivers the outbox's due deliveries.
+
+A loop per process. Each round it asks the state-change pipeline to claim as
+many due deliveries as it has room for (``SMSGW_WEBHOOK_CONCURRENCY``); a claim
+holds each for a lease (``api.webhook_schedule``), so replicas never deliver
+one at once, and one whose worker died is due again when its lease ends.
+Each delivery is one signed POST (Standard Webhooks: ``api.webhook_signing``)
+on a task of its own; its answer goes back through the pipeline
+(``DeliveryResult``), which decides: succeeded, due again after a wait, failed,
+and whether the endpoint is disabled.
+
+The request: to an address checked when it was resolved (``api.ssrf``: no
+private address unless allowed, no DNS rebinding), no proxy, no redirect
+followed, at most ``SMSGW_WEBHOOK_TIMEOUT`` (15 s) for a 2xx, and only the
+first 4 KiB of the answer read. The body is the event as it was when it
+happened, the same on every attempt; the signature's timestamp is the attempt's.
+
+The loop sleeps until the soonest of: a batch that may have made deliveries
+committed (``committed``), a delivery finishing, or ``SMSGW_WEBHOOK_INTERVAL``
+(to see deliveries other processes made, or that came due).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from datetime import datetime, timezone
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from api import clock, messages, secrets, ssrf, webhook_signing
+from api.providers.base import retry_after
+from api.webhook_batches import is_webhook_change
+from api.webhook_deliveries import webhook_id
+from api.webhook_endpoints import signing_secrets
+from api.webhook_schedule import Attempt, ClaimDeliveries, DeliveryResult
+
+log = logging.getLogger("smsgw.webhooks")
+
+MAX_ANSWER_BYTES = 4096
+LEASE_GRACE = 30.0  # seconds a claim outlasts the request's timeout: time to record the answer
+USER_AGENT = "smsgw-webhooks/0.1"
+
+
+def payload(row: Mapping[str, Any]) -> bytes:
+    """The event's body: ``{"type", "timestamp", "data"}``, ``data`` the message as the API
+    returns it (``api.messages.public``) as the change left it, with its ``sequence``."""
+    message = {**row, **row["snapshot"], "id": row["message_id"]}
+    event = {"type": row["event_type"], "timestamp": row["occurred_at"], "data": messages.public(message)}
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def open_session(settings) -> aiohttp.ClientSession:
+    """The worker's HTTP client: every name it resolves is checked (``api.ssrf``), no
+    proxy from the environment (the check would be of the proxy), no cookies."""
+    connector = aiohttp.TCPConnector(limit=settings.webhook_concurrency, keepalive_timeout=30,
+                                     resolver=ssrf.CheckedResolver(settings.webhook_allow_private))
+    return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT},
+                                 cookie_jar=aiohttp.DummyCookieJar(), trust_env=False, auto_decompress=False)
+
+
+async def post(session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: bytes, settings) -> Attempt:
+    """One attempt: never raises; whatever happens is an ``Attempt``."""
+    started = time.monotonic()
+
+    def took() -> float:
+        return (time.monotonic() - started) * 1000
+
+    try:
+        ssrf.check_url_form(url, allow_http=settings.webhook_allow_http)
+        await ssrf.check_target(url, settings.webhook_allow_private)
+        async with session.post(url, data=body, headers=headers, allow_redirects=False,
+                                timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout)) as answer:
+            latency = took()
+            text = (await answer.content.read(MAX_ANSWER_BYTES)).decode("utf-8", "replace")
+            if not answer.content.at_eof():
+                answer.close()  # the rest is not wanted: not read, the connection not reused
+            status = answer.status
+            redirect = 300 <= status < 400
+            wait = retry_after(answer.headers.get("Retry-After"), datetime.now(timezone.utc))
+            return Attempt(status, latency, "a redirect, not followed" if redirect else None,
+                           "redirect" if redirect else None, text or None, wait)
+    except ssrf.Refused as refused:
+        return Attempt(None, took(), refused.message, refused.code)
+    except TimeoutError:
+        return Attempt(None, took(), f"no answer within {settings.webhook_timeout:g} s", "timeout")
+    except aiohttp.ClientError as exc:
+        refused = ssrf.refusal_in(exc)
+        if refused is not None:
+            return Attempt(None, took(), refused.message, refused.code)
+        return Attempt(None, took(), f"could not connect: {type(exc).__name__}", "connection")
+    except OSError as exc:
+        return Attempt(None, took(), f"could not connect: {exc.strerror or type(exc).__name__}", "connection")
+
+
+def target(url: str) -> str:
+    """What a log line says of an endpoint's URL: its host and port, never its path or query."""
+    parts = urlsplit(url)
+    return parts.netloc.rsplit("@", 1)[-1] or "?"
+
+
+class WebhookWorker:
+    def __init__(self, pipeline, settings):
+        self.pipeline = pipeline
+        self.settings = settings
+        self.session: aiohttp.ClientSession | None = None
+        self.woken = asyncio.Event()
+        self.tasks: set[asyncio.Task] = set()
+        self.task: asyncio.Task | None = None
+        self.stopping = False
+        self.delivered = 0  # answers recorded (2xx or not)
+
+    def start(self) -> None:
+        self.session = open_session(self.settings)
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def wake(self) -> None:
+        self.woken.set()
+
+    def committed(self, batch: list) -> None:
+        """The pipeline committed ``batch``: a change of a message may have made deliveries."""
+        if not all(is_webhook_change(change) for change in batch):
+            self.woken.set()
+
+    async def stop(self) -> None:
+        """Stop claiming; let the requests under way end (bounded by the timeout) and their
+        answers be recorded. One cut short is delivered again when its lease ends."""
+        self.stopping = True
+        self.woken.set()
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), 5)
+            except (TimeoutError, Exception):
+                self.task.cancel()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=self.settings.webhook_timeout + 5)
+        if self.session is not None:
+            await self.session.close()
+
+    async def _run(self) -> None:
+        while not self.stopping:
+            pause = self.settings.webhook_interval
+            try:
+                room = self.settings.webhook_concurrency - len(self.tasks)
+                if room > 0:
+                    lease = self.settings.webhook_timeout + LEASE_GRACE
+                    for row in await self.pipeline.submit(ClaimDeliveries(room, lease)):
+                        self._start(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database may be away: try again later
+                log.warning("claiming webhook deliveries failed (%s); will retry", type(exc).__name__)
+            try:
+                await asyncio.wait_for(self.woken.wait(), pause)
+            except TimeoutError:
+                pass
+            self.woken.clear()
+
+    def _start(self, row: Mapping[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(row))
+        self.tasks.add(task)
+
+        def done(finished: asyncio.Task) -> None:
+            self.tasks.discard(finished)
+            self.woken.set()
+
+        task.add_done_callback(done)
+
+    async def _deliver(self, row: Mapping[str, Any]) -> None:
+        hook_id = webhook_id(row["message_id"], row["sequence"])
+        try:
+            signing = signing_secrets(row, self.settings.keyring, clock.now_iso())
+        except secrets.SecretUnavailable:
+            answer = Attempt(None, 0.0, "its secret is sealed with a key this process lacks (SMSGW_SECRET_KEY)",
+                             "secret_unavailable")
+        else:
+            body = payload(row)
+            headers = webhook_signing.headers(signing, hook_id, int(time.time()), body)
+            answer = await post(self.session, row["url"], headers, body, self.settings)
+        result = DeliveryResult(row["id"], row["attempts"], answer, self.settings.webhook_retry_schedule,
+                                self.settings.webhook_disable_after, random.random())
+        try:
+            recorded = await self.pipeline.submit(result)
+        except Exception as exc:  # left claimed: delivered again when its lease ends
+            log.error("the answer to webhook %s could not be recorded (%s)", hook_id, type(exc).__name__)
+            return
+        self.delivered += 1
+        self._say(row, hook_id, answer, recorded)
+
+    @staticmethod
+    def _say(row: Mapping[str, Any], hook_id: str, answer: Attempt, recorded) -> None:
+        if recorded.outcome in ("succeeded", "stale"):
+            return
+        where = f"endpoint {row['endpoint_id']} ({target(row['url'])})"
+        if recorded.disabled:
+            log.warning("webhook endpoint %s disabled: %s", where, recorded.endpoint["disabled_reason"])
+        if recorded.outcome == "retry":
+            due = recorded.delivery["next_attempt_at"]
+            log.info("webhook %s (%s) to %s: attempt %d failed: %s; next attempt %s", hook_id, row["event_type"],
+                     where, row["attempts"], answer.describe(), f"at {due}" if due else "when it is enabled again")
+        else:
+            log.warning("webhook %s (%s) to %s: attempt %d failed: %s; %s", hook_id, row["event_type"], where,
+                        row["attempts"], answer.describe(),
+                        "no more attempts (410 Gone)" if recorded.outcome == "gone" else "no attempts left")
