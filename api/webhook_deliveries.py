@@ -113,7 +113,7 @@ async def why_not_retried(database, delivery_id: int) -> ApiError:
         .where(webhook_deliveries.c.id == delivery_id))
     if row is None:
         return ApiError(404, DELIVERY_NOT_FOUND)
-    if row["status"] == DELIVERING:
+    if row["status"] == DELIVERING or row["is_active"]:  # (or was, a moment ago: the worker claimed it)
         return ApiError(409, "This delivery is being attempted right now; retry it once the attempt has ended.",
                         {"status": [f"The delivery is {DELIVERING}."]})
     return ApiError(409, "This delivery's webhook endpoint is not active: enable it first "
