@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from tests.test_webhook_endpoints_api import hooks, hooks_api, make_endpoint, make_gateway, refused, run_sql  # noqa: F401
+# hooks_api and hooks are fixtures: one API (per database) for both webhook test modules.
+from tests.test_webhook_endpoints_api import (  # noqa: F401
+    hooks, hooks_api, make_endpoint, make_gateway, refused, run_sql,
+)
 
 FAR = "2099-01-01T00:00:00.000000Z"  # due then: no worker claims it during a test
 OLD = "2021-01-01T09:00:00.000000Z"
@@ -156,8 +159,8 @@ def test_replay_queues_exactly_the_matching_events_again(hooks_api, hooks):
     # no until: up to now, so the canceled event at 11:00 too
     assert hooks.post(url, params={"since": "2021-01-01T10:30:00Z"}).json()["data"] == {"queued": 1}
     assert (m, 6) in deliveries_of(hooks_api, endpoint["id"])
-    replays = [e["details"] for e in hooks.get("/api/audit-events", params={"action": "webhook.replayed"}).json()["data"]
-               if e["target_id"] == endpoint["id"]]
+    trail = hooks.get("/api/audit-events", params={"action": "webhook.replayed"}).json()["data"]
+    replays = [e["details"] for e in trail if e["target_id"] == endpoint["id"]]
     assert [r["queued"] for r in replays] == [1, 0, 3]
 
 

@@ -288,7 +288,8 @@ def test_a_key_without_webhooks_admin_is_refused_every_webhook_route(hooks_api, 
     limited = hooks.post("/api/api-keys", json={"name": "one gateway", "scopes": ["all"], "gateway_ids": [gateway]})
     assert weak.status_code == 201 and limited.status_code == 201
     routes = [("GET", "/api/webhook-endpoints"), ("POST", "/api/webhook-endpoints"),
-              ("GET", f"/api/webhook-endpoints/{endpoint['id']}"), ("PATCH", f"/api/webhook-endpoints/{endpoint['id']}"),
+              ("GET", f"/api/webhook-endpoints/{endpoint['id']}"),
+              ("PATCH", f"/api/webhook-endpoints/{endpoint['id']}"),
               ("DELETE", f"/api/webhook-endpoints/{endpoint['id']}"),
               ("POST", f"/api/webhook-endpoints/{endpoint['id']}/secret/rotate"),
               ("GET", f"/api/webhook-endpoints/{endpoint['id']}/deliveries"),
