@@ -18,6 +18,7 @@ from api import (
     sending, unmatched, webhook_deliveries, webhook_endpoints,
 )
 from api.dispatcher import Dispatcher
+from api.webhook_worker import WebhookWorker
 from api.accesslog import AccessLog
 from api.auth import require_api_key as private
 from api.config import Settings
@@ -130,6 +131,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.dispatcher = Dispatcher(app.state.database, app.state.pipeline, app.state.http, settings)
             app.state.dispatcher.start()
             started.push_async_callback(app.state.dispatcher.stop)  # before the pipeline stops: answers recorded
+            # Status webhooks: the outbox's deliveries, woken by each batch that may have made some.
+            app.state.webhooks = WebhookWorker(app.state.pipeline, settings)
+            app.state.webhooks.start()
+            app.state.pipeline.listeners.append(app.state.webhooks.committed)
+            started.push_async_callback(app.state.webhooks.stop)  # before the pipeline stops: answers recorded
             chores = asyncio.get_running_loop().create_task(
                 housekeeping.loop(app.state.database, app.state.pipeline, settings))
             started.push_async_callback(housekeeping.stop, chores)

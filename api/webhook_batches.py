@@ -32,9 +32,8 @@ MESSAGE_COLUMNS = tuple(c.name for c in messages.c if c.name not in notices.SNAP
 UPDATE_DELIVERY = deliveries.update().where(deliveries.c.id == sa.bindparam("_id"))
 UPDATE_ENDPOINT = endpoints.update().where(endpoints.c.id == sa.bindparam("_id"))
 # A disabled endpoint's waiting deliveries are due no more (until it is enabled again).
-PARK = (deliveries.update().where(deliveries.c.endpoint_id == sa.bindparam("_id"),
-                                  deliveries.c.status == PENDING)
-        .values(next_attempt_at=None))
+PARK = deliveries.update().where(deliveries.c.endpoint_id == sa.bindparam("_id"),
+                                 deliveries.c.status == sa.literal_column(f"'{PENDING}'"))
 
 
 class Reads:
@@ -42,8 +41,7 @@ class Reads:
         ids, id_value = db.id_list(dialect)
         d, e, ev, m = deliveries.c, endpoints.c, webhook_events.c, messages.c
         self.due = (
-            sa.select(d.id, d.endpoint_id, d.message_id, d.sequence, d.event_type, d.status, d.attempts,
-                      d.next_attempt_at, d.updated_at,
+            sa.select(d.id, d.endpoint_id, d.message_id, d.sequence, d.event_type, *(d[name] for name in DELIVERY_COLUMNS),
                       e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
                       ev.occurred_at, ev.snapshot, *(m[name] for name in MESSAGE_COLUMNS))
             .select_from(deliveries.join(endpoints, e.id == d.endpoint_id)
@@ -103,7 +101,7 @@ def apply(batch: Sequence[WebhookChange], now: str, dialect: str) -> Generator[S
     if changed_endpoints:
         yield Write(UPDATE_ENDPOINT, [{"_id": i, **{name: row[name] for name in ENDPOINT_COLUMNS}}
                                       for i, row in changed_endpoints.items()])
-        parked = [{"_id": i} for i, row in changed_endpoints.items() if not row["is_active"]]
+        parked = [{"_id": i, "next_attempt_at": None} for i, row in changed_endpoints.items() if not row["is_active"]]
         if parked:
             yield Write(PARK, parked)
     return [outcomes[id(change)] for change in batch]

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import audit, clock, db, secrets, ssrf, webhook_signing
+from api import audit, clock, db, secrets, ssrf, webhook_schedule, webhook_signing
 from api.bodies import read_body
 from api.keys import unknown_gateways
 from api.notices import EVENT_TYPES
@@ -208,6 +208,12 @@ async def update_endpoint(database, dialect: str, actor: audit.Actor, endpoint_i
         if update:
             await connection.execute(
                 webhook_endpoints.update().where(webhook_endpoints.c.id == endpoint_id).values(**update))
+            if "is_active" in update:  # a delivery of an inactive endpoint is never due (api.webhook_schedule)
+                await connection.execute(
+                    webhook_deliveries.update()
+                    .where(webhook_deliveries.c.endpoint_id == endpoint_id,
+                           webhook_deliveries.c.status == webhook_schedule.PENDING)
+                    .values(next_attempt_at=update["updated_at"] if update["is_active"] else None))
             details: dict[str, Any] = {"fields": sorted(set(update) - {"updated_at"})}
             if "url" in update:
                 details["host"] = audited_url(update["url"])

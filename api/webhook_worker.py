@@ -43,7 +43,7 @@ from api.webhook_schedule import Attempt, ClaimDeliveries, DeliveryResult
 log = logging.getLogger("smsgw.webhooks")
 
 MAX_ANSWER_BYTES = 4096
-LEASE_GRACE = 30.0  # seconds a claim outlasts the request's timeout: time to record the answer
+LEASE_GRACE = 5.0  # seconds a claim outlasts twice the request's timeout: time to record the answer
 USER_AGENT = "smsgw-webhooks/0.1"
 
 
@@ -86,13 +86,13 @@ async def post(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
             return Attempt(status, latency, "a redirect, not followed" if redirect else None,
                            "redirect" if redirect else None, text or None, wait)
     except ssrf.Refused as refused:
-        return Attempt(None, took(), refused.message, refused.code)
+        return Attempt(None, took(), f"{refused.code}: {refused.message}", refused.code)
     except TimeoutError:
         return Attempt(None, took(), f"no answer within {settings.webhook_timeout:g} s", "timeout")
     except aiohttp.ClientError as exc:
         refused = ssrf.refusal_in(exc)
         if refused is not None:
-            return Attempt(None, took(), refused.message, refused.code)
+            return Attempt(None, took(), f"{refused.code}: {refused.message}", refused.code)
         return Attempt(None, took(), f"could not connect: {type(exc).__name__}", "connection")
     except OSError as exc:
         return Attempt(None, took(), f"could not connect: {exc.strerror or type(exc).__name__}", "connection")
@@ -148,7 +148,7 @@ class WebhookWorker:
             try:
                 room = self.settings.webhook_concurrency - len(self.tasks)
                 if room > 0:
-                    lease = self.settings.webhook_timeout + LEASE_GRACE
+                    lease = 2 * self.settings.webhook_timeout + LEASE_GRACE
                     for row in await self.pipeline.submit(ClaimDeliveries(room, lease)):
                         self._start(row)
             except asyncio.CancelledError:

@@ -208,6 +208,7 @@ def create_app(secrets: list[str] | tuple[str, ...] = (), json_output: bool = Fa
             "webhook_id": headers.get("webhook-id"),
             "timestamp": int(stamp) if stamp and stamp.isascii() and stamp.isdigit() else stamp,
             "verified": verified, "reason": reason, "headers": headers, "body": parsed_body(raw),
+            "raw": raw.decode("utf-8", errors="replace"),
             "received_at": time.time(), "path": request.url.path, "status": status,
         }
         state.events.append(event)

@@ -303,3 +303,37 @@ class StubGateway:
         if isinstance(body, str):
             body = body.encode()
         self.reply = Reply(status=status, body=body, content_type=content_type, **kw)
+
+
+# --- the webhook receiver -----------------------------------------------------
+
+
+@dataclass
+class WebhookReceiver:
+    """``smsgw webhook-receiver`` as a real process: what it received, and a script of answers."""
+
+    url: str
+    port: int
+    process: Process
+
+    def events(self, path: str | None = None) -> list[dict]:
+        found = httpx.get(self.url + "/_receiver/events", timeout=30).json()["data"]
+        return [e for e in found if path is None or e["path"] == path]
+
+    def script(self, answers: list[dict], then: dict | None = None) -> None:
+        body = {"answers": answers, **({"then": then} if then is not None else {})}
+        httpx.post(self.url + "/_receiver/script", json=body, timeout=30).raise_for_status()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_webhook_receiver(workdir: Path, port: int | None = None, *args: str) -> WebhookReceiver:
+    """A receiver with no secret: it answers 204 and records every request whole (the tests
+    verify each signature themselves, with the ``standardwebhooks`` package)."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "SMSGW_WEBHOOK_SECRET"}
+    process = start(env, [*SMSGW, "webhook-receiver", "--port", str(port), *args], workdir / f"receiver-{port}.log")
+    wait_for_start(process, lambda: healthy(url + "/_receiver/events"), "the webhook receiver")
+    return WebhookReceiver(url, port, process)
