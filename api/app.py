@@ -104,10 +104,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette):
         app.state.settings = settings
         if settings.keyring.current is None:  # said once per process, at start
-            log.warning("SMSGW_SECRET_KEY is not set: gateway passwords are stored in plaintext in the "
-                        "database. Set it (`smsgw secrets generate-key`), then run `smsgw secrets rotate-key`.")
+            log.warning("SMSGW_SECRET_KEY is not set: gateway passwords and webhook signing secrets are stored "
+                        "in plaintext in the database. Set it (`smsgw secrets generate-key`), then run "
+                        "`smsgw secrets rotate-key`.")
         else:
-            log.info("gateway passwords are encrypted at rest with key %s", settings.keyring.current_id)
+            log.info("gateway passwords and webhook secrets are encrypted at rest with key %s",
+                     settings.keyring.current_id)
         app.state.dialect = db.dialect_of(settings.database_url)
         # Each resource is closed in reverse order, also when a later one fails to start.
         async with contextlib.AsyncExitStack() as started:

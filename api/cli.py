@@ -247,14 +247,15 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_secrets(settings: Settings, args: argparse.Namespace) -> int:
     """``generate-key`` prints a new SMSGW_SECRET_KEY; ``rotate-key`` seals every gateway
-    password under SMSGW_SECRET_KEY, opening older ones with SMSGW_SECRET_KEY_PREVIOUS."""
+    password and webhook signing secret under SMSGW_SECRET_KEY, opening older ones with
+    SMSGW_SECRET_KEY_PREVIOUS."""
     from api import db, passwords, secrets
 
     if args.action == "generate-key":
         print(secrets.generate_key())
         return 0
     if settings.keyring.current is None:
-        print("smsgw: SMSGW_SECRET_KEY is not set: there is no key to encrypt passwords with", file=sys.stderr)
+        print("smsgw: SMSGW_SECRET_KEY is not set: there is no key to encrypt secrets with", file=sys.stderr)
         return 2
 
     async def run() -> int:
@@ -264,11 +265,12 @@ def cmd_secrets(settings: Settings, args: argparse.Namespace) -> int:
             changed, total = await passwords.rotate(database, db.dialect_of(settings.database_url), settings.keyring)
         except passwords.RotationFailed as exc:
             print(f"smsgw: nothing was changed. {exc}. Add the key that sealed them to "
-                  "SMSGW_SECRET_KEY_PREVIOUS, or set those gateways' passwords again.", file=sys.stderr)
+                  "SMSGW_SECRET_KEY_PREVIOUS, or set those passwords again (or rotate those webhook secrets).", file=sys.stderr)
             return 1
         finally:
             await database.disconnect()
-        print(f"{changed} of {total} gateway passwords re-encrypted under key {settings.keyring.current_id}")
+        print(f"{changed} of {total} stored secrets (gateway passwords, webhook signing secrets) re-encrypted "
+              f"under key {settings.keyring.current_id}")
         return 0
 
     return asyncio.run(run())

@@ -35,30 +35,46 @@ def opened(keyring: secrets.Keyring, gateway: Mapping[str, Any]) -> dict[str, An
     return {**gateway, "password": secrets.unseal(keyring, stored, PURPOSE) if stored is not None else None}
 
 
-async def rotate(database, dialect: str, keyring: secrets.Keyring) -> tuple[int, int]:
-    """Seal every stored password under the current key, in one transaction.
+def _sealed_columns():
+    """Every column holding a secret sealed under SMSGW_SECRET_KEY: (table, column, purpose, what a row is)."""
+    from api import webhook_endpoints as hooks
 
-    Plaintext rows and rows sealed with an older key (found in the keyring's
-    previous keys) are re-encrypted; rows already under the current key are left
-    alone, so running it again changes nothing. If any row cannot be opened, the
-    transaction is rolled back and RotationFailed names the gateways and why.
-    Returns (rows changed, rows with a password).
+    return ((gateways, "password", PURPOSE, "gateway"),
+            (hooks.webhook_endpoints, "secret", hooks.PURPOSE, "webhook endpoint"),
+            (hooks.webhook_endpoints, "previous_secret", hooks.PURPOSE, "webhook endpoint"))
+
+
+async def rotate(database, dialect: str, keyring: secrets.Keyring) -> tuple[int, int]:
+    """Seal every stored secret under the current key, in one transaction: gateway
+    passwords and webhook endpoints' signing secrets.
+
+    Plaintext values and values sealed with an older key (found in the keyring's
+    previous keys) are re-encrypted; values already under the current key are left
+    alone, so running it again changes nothing. If any value cannot be opened, the
+    transaction is rolled back and RotationFailed names the rows and why.
+    Returns (values changed, values stored).
     """
+    changed, total, problems = 0, 0, []
     async with db.write_transaction(database, dialect) as connection:
-        rows = await connection.fetch_all(
-            sa.select(gateways.c.id, gateways.c.password).where(gateways.c.password.is_not(None))
-            .order_by(gateways.c.id).with_for_update())
-        changes, problems = {}, []
-        for row in rows:
-            try:
-                new = secrets.reseal(keyring, row["password"], PURPOSE)
-            except secrets.SecretUnavailable as exc:
-                problems.append(f"gateway {row['id']}: password {exc}")
-                continue
-            if new is not None:
-                changes[row["id"]] = new
+        for table, name, purpose, what in _sealed_columns():
+            column = table.c[name]
+            rows = await connection.fetch_all(
+                sa.select(table.c.id, column).where(column.is_not(None)).order_by(table.c.id).with_for_update())
+            total += len(rows)
+            updates = {}
+            for row in rows:
+                try:
+                    new = secrets.reseal(keyring, row[name], purpose)
+                except secrets.SecretUnavailable as exc:
+                    problems.append(f"{what} {row['id']}: {name} {exc}")
+                    continue
+                if new is not None:
+                    updates[row["id"]] = new
+            if problems:
+                continue  # nothing is written; every problem is still found and named
+            for row_id, new in updates.items():
+                await connection.execute(table.update().where(table.c.id == row_id).values({name: new}))
+            changed += len(updates)
         if problems:
             raise RotationFailed("; ".join(problems))
-        for gateway_id, new in changes.items():
-            await connection.execute(gateways.update().where(gateways.c.id == gateway_id).values(password=new))
-    return len(changes), len(rows)
+    return changed, total

@@ -337,3 +337,23 @@ def start_webhook_receiver(workdir: Path, port: int | None = None, *args: str) -
     process = start(env, [*SMSGW, "webhook-receiver", "--port", str(port), *args], workdir / f"receiver-{port}.log")
     wait_for_start(process, lambda: healthy(url + "/_receiver/events"), "the webhook receiver")
     return WebhookReceiver(url, port, process)
+
+
+def insert_webhook_endpoint(env: dict[str, str], url: str, gateway_id: int, secret: str | None = None) -> int:
+    """An endpoint written straight into the database, past the API's checks (as an older
+    version, or a host whose DNS changed since, would have left it); its id."""
+    script = (
+        "import asyncio, sys\n"
+        "from api import db, clock\n"
+        "from api.tables import webhook_endpoints as t\n"
+        "from api.webhook_signing import new_secret\n"
+        "async def main():\n"
+        "    d = db.make_database(sys.argv[1]); await d.connect(); now = clock.now_iso()\n"
+        "    print(await d.fetch_val(t.insert().values(url=sys.argv[2], events=['message.status_updated'],\n"
+        "        gateway_ids=[int(sys.argv[3])], is_active=True, secret=sys.argv[4] or new_secret(),\n"
+        "        created_at=now, updated_at=now).returning(t.c.id)))\n"
+        "    await d.disconnect()\n"
+        "asyncio.run(main())\n")
+    out = subprocess.run([sys.executable, "-c", script, env["SMSGW_DATABASE_URL"], url, str(gateway_id), secret or ""],
+                         capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    return int(out.stdout.strip().splitlines()[-1])

@@ -14,8 +14,10 @@ import uuid
 import httpx
 import pytest
 
-from api import secrets
-from tests.servers import create_postgres_database, drop_postgres_database, free_port, run_smsgw, start_api
+from api import secrets, webhook_endpoints, webhook_signing
+from tests.servers import (
+    create_postgres_database, drop_postgres_database, free_port, insert_webhook_endpoint, run_smsgw, start_api,
+)
 
 KEY_1, KEY_2, KEY_3 = (secrets.generate_key() for _ in range(3))
 ID_1, ID_2, ID_3 = (secrets.keyring_from(key, None).current_id for key in (KEY_1, KEY_2, KEY_3))
@@ -36,19 +38,20 @@ def own_database(database: dict[str, str], workdir):
         drop_postgres_database(url)
 
 
-def stored_password(env: dict[str, str], gateway_id: int) -> str | None:
-    """The password column exactly as the database holds it, read past the API."""
+def stored_password(env: dict[str, str], gateway_id: int, *, table: str = "sms_gateways",
+                    column: str = "password") -> str | None:
+    """The password column (or another secret's) exactly as the database holds it, read past the API."""
     url = env["SMSGW_DATABASE_URL"]
     if url.startswith("sqlite:///"):
         with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
-            return db.execute("SELECT password FROM sms_gateways WHERE id = ?", (gateway_id,)).fetchone()[0]
+            return db.execute(f"SELECT {column} FROM {table} WHERE id = ?", (gateway_id,)).fetchone()[0]
 
     async def read() -> str | None:
         import asyncpg
 
         connection = await asyncpg.connect(url, timeout=5)
         try:
-            return await connection.fetchval("SELECT password FROM sms_gateways WHERE id = $1", gateway_id)
+            return await connection.fetchval(f"SELECT {column} FROM {table} WHERE id = $1", gateway_id)
         finally:
             await connection.close()
 
@@ -146,21 +149,30 @@ def test_rotate_key_seals_plaintext_then_moves_every_password_to_the_new_key(dat
         run_smsgw(env, "migrate")
         gateway_id = int(run_smsgw(env, "demo").stdout.strip())
         assert stored_password(env, gateway_id) == password  # no key: plaintext, as before
+        hook_secret = webhook_signing.new_secret()
+        endpoint_id = insert_webhook_endpoint(env, "https://app.example.test/hooks", gateway_id, hook_secret)
+
+        def hook_stored() -> str:
+            return stored_password(env, endpoint_id, table="webhook_endpoints", column="secret")
 
         def rotate(current: str, *previous: str, check: bool = True):
             return run_smsgw({**env, "SMSGW_SECRET_KEY": current,
                               "SMSGW_SECRET_KEY_PREVIOUS": ",".join(previous)}, "secrets", "rotate-key", check=check)
 
         outputs = [rotate(KEY_1)]
-        assert outputs[-1].stdout.startswith(f"1 of 1 gateway passwords re-encrypted under key {ID_1}")
+        assert outputs[-1].stdout.startswith(f"2 of 2 stored secrets (gateway passwords, webhook signing "
+                                             f"secrets) re-encrypted under key {ID_1}")
         assert stored_password(env, gateway_id).startswith(f"aesgcm:v1:{ID_1}:")
+        assert hook_stored().startswith(f"aesgcm:v1:{ID_1}:")
         outputs.append(rotate(KEY_1))  # idempotent
-        assert outputs[-1].stdout.startswith("0 of 1 ")
+        assert outputs[-1].stdout.startswith("0 of 2 ")
 
         outputs.append(rotate(KEY_2, KEY_3, KEY_1))
-        assert outputs[-1].stdout.startswith(f"1 of 1 gateway passwords re-encrypted under key {ID_2}")
+        assert outputs[-1].stdout.startswith("2 of 2 stored secrets")
         under_2 = stored_password(env, gateway_id)
-        assert under_2.startswith(f"aesgcm:v1:{ID_2}:")
+        assert under_2.startswith(f"aesgcm:v1:{ID_2}:") and hook_stored().startswith(f"aesgcm:v1:{ID_2}:")
+        assert secrets.unseal(secrets.keyring_from(KEY_2, None), hook_stored(),
+                              webhook_endpoints.PURPOSE) == hook_secret
 
         outputs.append(rotate(KEY_3, check=False))  # the key that sealed it is missing: nothing changes
         assert outputs[-1].returncode == 1
@@ -175,7 +187,7 @@ def test_rotate_key_seals_plaintext_then_moves_every_password_to_the_new_key(dat
             assert stub.received[-1].headers["Authorization"] == basic("demo", password)
         finally:
             api.process.stop()
-        for secret in (password, KEY_1, KEY_2, KEY_3):
+        for secret in (password, KEY_1, KEY_2, KEY_3, hook_secret):
             assert secret not in api.log
             assert all(secret not in out.stdout + out.stderr for out in outputs)
 

@@ -20,8 +20,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.servers import (
-    Reply, StubGateway, create_postgres_database, drop_postgres_database, free_port, postgres_database_or_skip,
-    start_api, start_webhook_receiver, wait_until,
+    Reply, StubGateway, create_postgres_database, drop_postgres_database, free_port, insert_webhook_endpoint,
+    postgres_database_or_skip, start_api, start_webhook_receiver, wait_until,
 )
 
 ADMIN = "webhooks-admin-key-" + "w" * 32
@@ -317,7 +317,7 @@ def test_a_private_address_is_refused_without_the_flag_and_at_delivery_when_dns_
             gateway = c.post("/api/sms-gateways", json={
                 "name": "strict", "provider_type": "http", "server_host": "127.0.0.1", "server_port": 9,
                 "api_path": "send", "username": "u", "password": "p"}).json()["data"]
-            endpoint_id = _insert_endpoint(strict.env, "http://localhost:9/x", gateway["id"])
+            endpoint_id = insert_webhook_endpoint(strict.env, "http://localhost:9/x", gateway["id"])
             queued = c.post(f"/api/sms-gateways/{gateway['id']}/messages", json={"messages": [
                 {"to_number": "+4915112345678", "message": "hi", "from_sender": "ACME",
                  "send_at": (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()}]})
@@ -332,27 +332,6 @@ def test_a_private_address_is_refused_without_the_flag_and_at_delivery_when_dns_
             assert delivery["last_error"].startswith("blocked_address") and delivery["last_status_code"] is None
     finally:
         strict.process.stop()
-
-
-def _insert_endpoint(env: dict[str, str], url: str, gateway_id: int) -> int:
-    """An endpoint written straight into the database, past the API's check of its URL."""
-    script = (
-        "import asyncio, sys\n"
-        "from api import db, clock\n"
-        "from api.tables import webhook_endpoints as t\n"
-        "from api.webhook_signing import new_secret\n"
-        "async def main():\n"
-        "    d = db.make_database(sys.argv[1]); await d.connect(); now = clock.now_iso()\n"
-        "    print(await d.fetch_val(t.insert().values(url=sys.argv[2], events=['message.status_updated'],\n"
-        "        gateway_ids=[int(sys.argv[3])], is_active=True, secret=new_secret(), created_at=now,\n"
-        "        updated_at=now).returning(t.c.id)))\n"
-        "    await d.disconnect()\n"
-        "asyncio.run(main())\n")
-    import subprocess
-    import sys
-    out = subprocess.run([sys.executable, "-c", script, env["SMSGW_DATABASE_URL"], url, str(gateway_id)],
-                         capture_output=True, text=True, check=True, env=env)
-    return int(out.stdout.strip().splitlines()[-1])
 
 
 def test_kill_9_while_deliveries_are_pending_loses_none(fresh_database, tmp_path):
