@@ -12,12 +12,18 @@ Sending rows (issue 12), all to the simulator with receipts off: ``simulator`` (
 through the API), ``send_batch`` (messages accepted per second through the batch
 route), ``dispatch`` (messages the dispatcher hands to the simulator per second, no
 limit) and ``dispatch_paced`` (two replicas on PostgreSQL pacing one gateway at 100/s).
+
+Status webhook rows (issue 13), to a local receiver (``bench/webhook_receiver.py``):
+``webhook`` (deliveries per second when an endpoint is sent a backlog of
+BENCH_WEBHOOK_EVENTS (20000) events at once) and ``dlr_api_webhook`` (``dlr_api`` with
+one endpoint subscribed to every event: the receipts' rate, and whether the outbox keeps up).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -30,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlencode
 
 import httpx
@@ -38,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api import clock  # noqa: E402
+from api.notices import EVENT_TYPES  # noqa: E402
 from api.providers import jasmin  # noqa: E402
 from tests.nginx import start_nginx  # noqa: E402
 from tests.servers import SMSGW, free_port, healthy, run_smsgw, start, wait_until  # noqa: E402
@@ -47,6 +55,7 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 MEMORY_REQUESTS = int(os.environ.get("BENCH_MEMORY_REQUESTS", "200000"))
 MEMORY_CAP_S = int(os.environ.get("BENCH_MEMORY_CAP_S", "90"))
 DISPATCH_MESSAGES = int(os.environ.get("BENCH_DISPATCH_MESSAGES", "20000"))
+WEBHOOK_EVENTS = int(os.environ.get("BENCH_WEBHOOK_EVENTS", "20000"))  # the ``webhook`` row's backlog
 ROWS = [r for r in os.environ.get("BENCH_ROWS", "").split(",") if r]
 TOKEN = "bench-token-" + "x" * 32
 WRK = shutil.which("wrk")
@@ -59,6 +68,9 @@ BATCH_CONNECTIONS = int(os.environ.get("BENCH_BATCH_CONNECTIONS", "4"))
 PACED_RATE = 100  # dispatch_paced: the gateway's throughput_per_second
 PACED_MESSAGES = 3600  # enough for PACED_WINDOW whole seconds and a partial one at each end
 PACED_WINDOW = 30  # seconds measured
+# The webhook rows' APIs: their endpoint is the local receiver (plain http, loopback)
+WEBHOOK_ENV = {"SMSGW_WEBHOOK_ALLOW_HTTP": "1", "SMSGW_WEBHOOK_ALLOW_PRIVATE": "1"}
+DRAIN_S = 120  # dlr_api_webhook: how long the backlog left after the run may take to drain
 
 
 # --- load ------------------------------------------------------------------------------
@@ -123,25 +135,35 @@ def cpu_seconds(processes) -> float:
 
 
 def measure(name: str, url: str, script: str, env: dict[str, str], cpu_of=(), messages_per_request: int = 1,
-            connections: int = CONNECTIONS, timeout_s: int = 2) -> dict:
+            connections: int = CONNECTIONS, timeout_s: int = 2, marks: Callable[[], dict] | None = None) -> dict:
     """One row. ``cpu_of``: the processes whose CPU time per request the row reports
     (the API's, for receipt rows): where the time goes, to guide the next step.
     ``messages_per_request`` > 1 (a batch route): the row's ``rps`` is then messages/s,
     wrk's own requests/s is kept as ``requests_per_s``, and CPU is also given per message.
     ``connections`` and ``timeout_s``: for slow requests (a batch takes a third of a
-    second), fewer connections and a longer wait than wrk's 2 s."""
+    second), fewer connections and a longer wait than wrk's 2 s. ``marks``: what to note
+    (e.g. the webhook outbox's counts) before the warm-up, around the peak run and at the
+    end, kept in the row as ``marks``."""
     load = {"connections": connections, "timeout_s": timeout_s}
+    noted = {}
+    note = (lambda when: noted.__setitem__(when, marks())) if marks else (lambda when: None)
+    note("start")
     wrk(url, script, 2, env, **load)  # warm up
+    note("peak_start")
     cpu_before = cpu_seconds(cpu_of)
     peak = wrk(url, script, SECONDS, env, **load)
     cpu_used = cpu_seconds(cpu_of) - cpu_before
+    note("peak_end")
     cpu_us = round(cpu_used / max(peak["requests"], 1) * 1e6) if cpu_of else None
     # latency at half the peak rate: each connection pauses so all of them together make rate/2
     half = wrk(url, script, SECONDS, env, delay_ms=connections * 1000 / max(peak["rps"] / 2, 1), **load)
+    note("end")
     row = {"row": name, "rps": round(peak["rps"] * messages_per_request), "requests": peak["requests"],
            "non_2xx": peak["non_2xx"], "errors": peak["socket_errors"], "p50_ms_half": _round(half["p50_ms"]),
            "p99_ms_half": _round(half["p99_ms"]),
            "rps_half": round(half["rps"]), "cpu_us_per_request": cpu_us}
+    if marks:
+        row["marks"] = noted
     unit = "req/s"
     if messages_per_request > 1:
         unit = "msg/s"
@@ -233,6 +255,17 @@ class Stack:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _status(url + "/webhooks/jasmin/1/dlr", "POST") == 200, what="the no-op app")
         return url
+
+    def receiver(self):
+        """The webhook receiver (bench/webhook_receiver.py): its URL and its process."""
+        port = free_port()
+        process = start(os.environ.copy(), [sys.executable, "-m", "uvicorn", "bench.webhook_receiver:app",
+                                            "--port", str(port), "--no-access-log", "--log-level", "warning",
+                                            "--no-server-header"], self.workdir / "webhook-receiver.log")
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _status(url + "/count", "GET") == 200, what="the webhook receiver")
+        return url, process
 
     def guard(self, env: dict, upstream: str, noop: bool = False):
         port = free_port()
@@ -547,6 +580,156 @@ def dispatch_paced_row(stack: Stack, simulator_port: int) -> dict:
     return row
 
 
+# --- status webhooks (issue 13) ----------------------------------------------------------
+
+
+def received(receiver: str) -> int:
+    """How many POSTs the webhook receiver has answered since it started."""
+    return httpx.get(receiver + "/count").json()["received"]
+
+
+def webhook_endpoint(api_url: str, key: str, receiver: str) -> int:
+    """One endpoint, active, subscribed to every event of every gateway, on the receiver."""
+    response = httpx.post(f"{api_url}/api/webhook-endpoints", headers={"Authorization": f"Bearer {key}"},
+                          json={"url": receiver + "/bench", "events": list(EVENT_TYPES)})
+    response.raise_for_status()
+    return response.json()["data"]["id"]
+
+
+def set_endpoint_active(api_url: str, key: str, endpoint_id: int, active: bool) -> None:
+    httpx.patch(f"{api_url}/api/webhook-endpoints/{endpoint_id}", headers={"Authorization": f"Bearer {key}"},
+                json={"is_active": active}).raise_for_status()
+
+
+def sqlite_count(database_url: str, query: str) -> dict:
+    """``query``'s (key, count) rows, read from the API's SQLite file beside it (read-only,
+    one short transaction: the API's CPU, which the rows report, is not spent on it)."""
+    path = database_url.split(":///", 1)[1]
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+        return dict(db.execute(query).fetchall())
+
+
+def delivery_counts(database_url: str) -> dict[str, int]:
+    """The outbox's deliveries by status (pending, delivering, succeeded, failed)."""
+    return sqlite_count(database_url, "SELECT status, count(*) FROM webhook_deliveries GROUP BY status")
+
+
+def unfinished(counts: dict[str, int]) -> int:
+    return counts.get("pending", 0) + counts.get("delivering", 0)
+
+
+def drain(database_url: str, deadline_s: float) -> tuple[dict[str, int], float | None]:
+    """Wait until no delivery is pending or under way (or ``deadline_s`` passed): the counts
+    then, and the seconds it took (None when the deadline came first)."""
+    started = time.monotonic()
+    while True:
+        counts = delivery_counts(database_url)
+        if not unfinished(counts):
+            return counts, time.monotonic() - started
+        if time.monotonic() - started > deadline_s:
+            return counts, None
+        time.sleep(0.05)
+
+
+def webhook_row(stack: Stack, receiver: str, receiver_process, count: int) -> dict:
+    """Deliveries per second to the receiver, apart from the changes that make them: a fresh
+    SQLite API whose endpoint is off while ``count`` scheduled messages (batches of BATCH, due
+    a day ahead: the dispatcher sends none) are stored, each one ``message.status_updated``
+    event kept in the outbox with no delivery; then the endpoint is switched on and a replay
+    since before the sends queues them all at once. The rate is deliveries succeeded over the
+    seconds from the replay's request until none is pending or under way."""
+    database = fresh_sqlite(stack.workdir, "bench-webhook.db")
+    url, _, process, env = stack.api(database, **WEBHOOK_ENV)
+    try:
+        key = api_key(env)
+        # the gateway is never called (every message is due a day ahead): port 9, discard
+        gateway_id = gateway_to_simulator(url, key, 9, "bench webhook")
+        endpoint_id = webhook_endpoint(url, key, receiver)
+        set_endpoint_active(url, key, endpoint_id, False)
+        since = clock.iso_after(-1)
+        upload([(url, key)], gateway_id, count, clock.iso_after(86400))
+        events = sum(sqlite_count(database, "SELECT type, count(*) FROM webhook_events GROUP BY type").values())
+        before = received(receiver)
+        set_endpoint_active(url, key, endpoint_id, True)
+        cpu_before = cpu_seconds([process]), cpu_seconds([receiver_process])
+        started = time.monotonic()
+        response = httpx.post(f"{url}/api/webhook-endpoints/{endpoint_id}/replay", params={"since": since},
+                              headers={"Authorization": f"Bearer {key}"}, timeout=120)
+        response.raise_for_status()
+        replay_s = time.monotonic() - started
+        counts, _ = drain(database, deadline_s=max(120.0, count / 50))
+        elapsed = time.monotonic() - started
+        api_cpu, receiver_cpu = (cpu_seconds([p]) - b for p, b in zip((process, receiver_process), cpu_before))
+        got = received(receiver) - before
+    finally:
+        stack.release([process])
+    succeeded = counts.get("succeeded", 0)
+    rate = succeeded / elapsed
+    row = {"row": "webhook", "rps": round(rate), "unit": "deliveries/s", "requests": None,
+           "non_2xx": counts.get("failed", 0), "errors": "", "p50_ms_half": None, "p99_ms_half": None,
+           "rps_half": None, "events": events, "queued": response.json()["data"]["queued"], "deliveries": counts,
+           "received": got, "seconds": round(elapsed, 2), "replay_s": round(replay_s, 2),
+           "drained": not unfinished(counts),
+           "cpu_us_per_request": round(api_cpu / max(succeeded, 1) * 1e6),
+           "receiver_cpu_us_per_delivery": round(receiver_cpu / max(succeeded, 1) * 1e6)}
+    print(f"  webhook       {row['rps']:>8} deliveries/s  ({succeeded} of {events} events in {row['seconds']} s, "
+          f"the replay's request {row['replay_s']} s; receiver got {got})  deliveries {counts}  "
+          f"cpu {row['cpu_us_per_request']} us/delivery (receiver {row['receiver_cpu_us_per_delivery']})",
+          flush=True)
+    return row
+
+
+def copy_sqlite(database_url: str, name: str, workdir: Path) -> str:
+    """A copy of a seeded SQLite database (SQLite's backup: consistent, WAL included)."""
+    copy = workdir / name
+    with contextlib.closing(sqlite3.connect(database_url.split(":///", 1)[1])) as source, \
+            contextlib.closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    return f"sqlite:///{copy}"
+
+
+def dlr_webhook_row(stack: Stack, database_url: str, receiver: str, dlr_env: dict[str, str]) -> dict:
+    """``dlr_api`` on a copy of its seeded database, with one active endpoint subscribed to
+    every event on the receiver: the receipts' rate as ``dlr_api`` measures it, and the
+    outbox beside it: deliveries made and delivered in the peak run and in the whole run
+    (warm-up, peak, half rate), the backlog left at its end and how long it took to drain
+    (at most DRAIN_S)."""
+    url, _, process, env = stack.api(database_url, **WEBHOOK_ENV)
+    try:
+        webhook_endpoint(url, api_key(env), receiver)
+
+        def marks() -> dict:
+            counts = delivery_counts(database_url)
+            return {"t": time.monotonic(), "made": sum(counts.values()), "succeeded": counts.get("succeeded", 0),
+                    "received": received(receiver)}
+
+        row = measure("dlr_api_webhook", url, "dlr.lua", dlr_env, cpu_of=[process], marks=marks)
+        counts, drain_s = drain(database_url, DRAIN_S)
+        received_after = received(receiver)
+    finally:
+        stack.release([process])
+    m = row.pop("marks")
+    start, peak_start, peak_end, end = m["start"], m["peak_start"], m["peak_end"], m["end"]
+    peak_s = peak_end["t"] - peak_start["t"]
+    row["webhooks"] = {
+        "peak_made": peak_end["made"] - peak_start["made"],
+        "peak_delivered": peak_end["succeeded"] - peak_start["succeeded"],
+        "peak_delivered_per_s": round((peak_end["succeeded"] - peak_start["succeeded"]) / peak_s),
+        "backlog_at_peak_end": peak_end["made"] - peak_end["succeeded"],
+        "run_made": end["made"] - start["made"],
+        "run_delivered": end["succeeded"] - start["succeeded"],
+        "backlog_at_run_end": end["made"] - end["succeeded"],
+        "drain_s": None if drain_s is None else round(drain_s, 2), "drain_limit_s": DRAIN_S,
+        "deliveries": counts, "received": received_after - start["received"]}
+    w = row["webhooks"]
+    print(f"    webhooks: peak {w['peak_made']} made, {w['peak_delivered']} delivered "
+          f"({w['peak_delivered_per_s']}/s), backlog {w['backlog_at_peak_end']}; whole run {w['run_made']} made, "
+          f"{w['run_delivered']} delivered, backlog {w['backlog_at_run_end']}; drained "
+          f"{'in ' + str(w['drain_s']) + ' s' if drain_s is not None else 'NOT within ' + str(DRAIN_S) + ' s'}; "
+          f"deliveries {counts}; receiver got {w['received']}", flush=True)
+    return row
+
+
 # --- the run -----------------------------------------------------------------------------
 
 
@@ -571,11 +754,20 @@ def main() -> int:
         print(f"smsgw bench: {os.cpu_count()} cores, wrk 1 thread, {CONNECTIONS} connections, {SECONDS} s a row")
         db100k = f"sqlite:///{workdir / 'bench-100k.db'}"
         seed(db100k, 100_000)
+        if wanted("dlr_api_webhook"):  # its own copy, taken before dlr_api's receipts change the original
+            db100k_webhook = copy_sqlite(db100k, "bench-100k-webhook.db", workdir)
         api_url, api_port, api_process, api_env = stack.api(db100k)
         if wanted("noop"):
             rows.append(measure("noop", stack.noop(), "dlr.lua", dlr_env, cpu_of=stack.processes[-1:]))
         if wanted("dlr_api"):
             rows.append(measure("dlr_api", api_url, "dlr.lua", dlr_env, cpu_of=[api_process]))
+        if wanted("dlr_api_webhook") or wanted("webhook"):  # one receiver for both
+            receiver, receiver_process = stack.receiver()
+            if wanted("dlr_api_webhook"):
+                rows.append(dlr_webhook_row(stack, db100k_webhook, receiver, dlr_env))
+            if wanted("webhook"):
+                rows.append(webhook_row(stack, receiver, receiver_process, WEBHOOK_EVENTS))
+            stack.release([receiver_process])
         guard_url, guard_port, guard_process = stack.guard(api_env, api_url)
         if wanted("guard_noop"):
             noop_guard_url, _, _ = stack.guard(api_env, api_url, noop=True)
@@ -673,7 +865,9 @@ def main() -> int:
 TARGETS = [("dlr_api", "noop", 0.5), ("dlr_nginx", "nginx_direct", 0.8), ("dlr_guard", "guard_noop", 0.9),
            ("dlr_api_1m", "dlr_api", 0.8), ("dlr_api_pg", "dlr_api", 0.5), ("dlr_nginx_2x", "dlr_api_pg", 1.0),
            # issue 12; send_batch and dispatch are messages/s against noop's requests/s
-           ("send", "noop", 0.025), ("send_batch", "noop", 0.5), ("dispatch", "noop", 0.05)]
+           ("send", "noop", 0.025), ("send_batch", "noop", 0.5), ("dispatch", "noop", 0.05),
+           # issue 13; webhook is deliveries/s against noop's requests/s
+           ("webhook", "noop", 0.05), ("dlr_api_webhook", "dlr_api", 0.8)]
 
 
 def ratios(rps: dict, results: dict) -> list[dict]:
@@ -701,6 +895,17 @@ def ratios(rps: dict, results: dict) -> list[dict]:
     return out
 
 
+def dlr_webhook_note(r: dict) -> str:
+    """What dlr_api_webhook's outbox did: made, delivered, left, drained."""
+    w = r["webhooks"]
+    drained = f"{w['drain_s']} s after it" if w["drain_s"] is not None else f"NOT within {w['drain_limit_s']} s"
+    return (f"dlr_api_webhook: in the peak run {w['peak_made']} deliveries made, {w['peak_delivered']} delivered "
+            f"({w['peak_delivered_per_s']}/s), {w['backlog_at_peak_end']} left at its end; over the whole run "
+            f"(warm-up, peak, half rate) {w['run_made']} made, {w['run_delivered']} delivered, "
+            f"{w['backlog_at_run_end']} left, drained {drained}; deliveries {w['deliveries']}, "
+            f"the receiver got {w['received']}")
+
+
 def print_table(results: dict) -> None:
     def cell(value) -> str:
         return "" if value is None else str(value)
@@ -708,7 +913,8 @@ def print_table(results: dict) -> None:
     print("\n| row | req/s (msg/s: messages per second) | p50 ms @ half | p99 ms @ half | API CPU us/request | non-2xx |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in results["rows"]:
-        rate = f"{r['rps']} msg/s" if r.get("unit") == "messages/s" else r["rps"]
+        rate = {"messages/s": f"{r['rps']} msg/s", "deliveries/s": f"{r['rps']} deliveries/s"}.get(r.get("unit"),
+                                                                                                 r["rps"])
         print(f"| {r['row']} | {rate} | {cell(r['p50_ms_half'])} | {cell(r['p99_ms_half'])} | "
               f"{cell(r['cpu_us_per_request'])} | {r['non_2xx']} |")
     notes = {
@@ -721,6 +927,11 @@ def print_table(results: dict) -> None:
         "dispatch_paced": lambda r: f"dispatch_paced: {r['replicas']} replicas on PostgreSQL, throughput "
                                     f"{r['throughput_per_second']}/s, {r['accepted']} of {r['messages']} sent; "
                                     f"{r['window']}; states {r['states']}",
+        "webhook": lambda r: f"webhook: {r['deliveries'].get('succeeded', 0)} of {r['events']} events delivered "
+                             f"in {r['seconds']} s from the replay's request ({r['replay_s']} s of it); the "
+                             f"receiver got {r['received']}; deliveries {r['deliveries']}; the API's CPU is "
+                             f"per delivery (the receiver's: {r['receiver_cpu_us_per_delivery']} us)",
+        "dlr_api_webhook": dlr_webhook_note,
     }
     for r in results["rows"]:
         if r["row"] in notes:
