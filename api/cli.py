@@ -189,6 +189,10 @@ def cmd_webhook_receiver(settings: Settings, args: argparse.Namespace) -> int:
 
     env_secrets = [s.strip() for s in os.environ.get("SMSGW_WEBHOOK_SECRET", "").split(",") if s.strip()]
     secrets = [*(args.secret or ()), *env_secrets]
+    if args.subscribe:
+        endpoint_id, own = asyncio.run(subscribe_receiver(settings, f"http://{args.host}:{args.port}/smsgw"))
+        secrets += own
+        print(f"subscribed as webhook endpoint {endpoint_id}: every event of every gateway", flush=True)
     try:
         app = create_app(secrets, json_output=args.json)
     except ValueError as exc:
@@ -199,6 +203,32 @@ def cmd_webhook_receiver(settings: Settings, args: argparse.Namespace) -> int:
     print(f"webhook receiver listening on http://{args.host}:{args.port}/ (POST to any path); {check}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning", server_header=False)
     return 0
+
+
+async def subscribe_receiver(settings: Settings, url: str) -> tuple[int, list[str]]:
+    """The endpoint at ``url`` (made, subscribed to every event, if there is none; enabled
+    if it was off) and the secrets it is signed with, read from the database, as the
+    API reads them (sealed ones opened with SMSGW_SECRET_KEY): ``--subscribe``."""
+    import sqlalchemy as sa
+
+    from api import audit, clock, db, notices, webhook_endpoints as hooks
+
+    database = db.make_database(settings.database_url)
+    await database.connect()
+    try:
+        dialect = db.dialect_of(settings.database_url)
+        table = hooks.webhook_endpoints
+        found = await database.fetch_val(sa.select(table.c.id).where(table.c.url == url).order_by(table.c.id))
+        if found is None:
+            found, _ = await hooks.insert_endpoint(database, dialect, audit.CLI, {
+                "url": url, "events": list(notices.EVENT_TYPES),
+                "description": "smsgw webhook-receiver --subscribe"}, settings.keyring)
+        else:
+            await hooks.update_endpoint(database, dialect, audit.CLI, found, {"is_active": True})
+        row = await hooks.fetch_endpoint(database, found)
+        return found, hooks.signing_secrets(row, settings.keyring, clock.now_iso())
+    finally:
+        await database.disconnect()
 
 
 def port_number(text: str) -> int:
@@ -340,6 +370,10 @@ def parser() -> argparse.ArgumentParser:
     receiver.add_argument("--json", action="store_true",
                           help="print each verified event's body as one line of JSON instead (refused ones go "
                                "to stderr)")
+    receiver.add_argument("--subscribe", action="store_true",
+                          help="subscribe this receiver (http://HOST:PORT/smsgw) to every event, straight in the "
+                               "database (SMSGW_DATABASE_URL), and verify with its secret; the API must allow "
+                               "http:// and local addresses (SMSGW_WEBHOOK_ALLOW_HTTP/_PRIVATE=1, as make run does)")
     receiver.set_defaults(run=cmd_webhook_receiver)
     commands.add_parser("demo", help="ensure the demo gateway (pointing at the simulator) exists; print its id").set_defaults(run=cmd_demo)
     apikey = commands.add_parser("apikey", help="manage API keys")
