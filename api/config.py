@@ -65,6 +65,7 @@ class Settings:
     webhook_secret_grace: int = 24 * 3600  # seconds a rotated secret keeps signing beside the new one
     webhook_concurrency: int = 64       # deliveries under way at once, per process
     webhook_interval: float = 1.0       # seconds between the worker's looks for work other processes queued
+    webhook_retention: int = 30 * 24 * 3600  # seconds webhook events and ended deliveries are kept
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -125,6 +126,7 @@ class Settings:
                                       high=30 * 24 * 3600),
             webhook_concurrency=_int(env, "SMSGW_WEBHOOK_CONCURRENCY", cls.webhook_concurrency, low=1, high=1024),
             webhook_interval=_float(env, "SMSGW_WEBHOOK_INTERVAL", cls.webhook_interval, low=0.01),
+            webhook_retention=_int(env, "SMSGW_WEBHOOK_RETENTION", cls.webhook_retention, low=60),
         )
 
 

@@ -10,6 +10,9 @@
 - Messages that waited for the dispatcher past their validity end ``failed``,
   ``expired`` (the dispatcher's claims catch most; this catches those of a gateway
   that is inactive or paused).
+- Status webhooks older than ``SMSGW_WEBHOOK_RETENTION`` (30 days) are deleted:
+  deliveries that ended, then events no delivery waits for. A replay reaches back
+  that far.
 
 Each is found with a plain read and then submitted to the state-change
 pipeline, which decides again under its locks (``api.changes``): a message
@@ -23,8 +26,8 @@ import logging
 
 import sqlalchemy as sa
 
-from api import changes, clock
-from api.tables import messages, unmatched_receipts
+from api import changes, clock, webhook_schedule
+from api.tables import messages, unmatched_receipts, webhook_deliveries, webhook_events
 
 log = logging.getLogger("smsgw.housekeeping")
 
@@ -58,6 +61,29 @@ async def expire_parked(database, pipeline) -> int:
     return await _submit(pipeline, [changes.ParkedExpiry(row[0]) for row in rows], changes.EXPIRED)
 
 
+async def prune_webhooks(database, retention: float) -> int:
+    """Deliveries that ended and events no delivery waits for, older than ``retention``
+    seconds: a chunk of each a round, each one short statement, so the pipeline's writer
+    is never held up for long. Only webhook rows: the messages' own history stays."""
+    before = clock.iso_after(-retention)
+    ended = await database.fetch_all(
+        sa.select(webhook_deliveries.c.id)
+        .where(webhook_deliveries.c.status.in_((webhook_schedule.SUCCEEDED, webhook_schedule.FAILED)),
+               webhook_deliveries.c.updated_at < before)
+        .order_by(webhook_deliveries.c.id).limit(CHUNK))
+    if ended:
+        await database.execute(webhook_deliveries.delete().where(webhook_deliveries.c.id.in_([r[0] for r in ended])))
+    events = webhook_events.c
+    unwanted = sa.and_(events.occurred_at < before, ~sa.exists().where(
+        webhook_deliveries.c.message_id == events.message_id, webhook_deliveries.c.sequence == events.sequence))
+    old = await database.fetch_all(
+        sa.select(events.message_id).where(unwanted).group_by(events.message_id)
+        .order_by(events.message_id).limit(CHUNK))
+    if old:
+        await database.execute(webhook_events.delete().where(events.message_id.in_([r[0] for r in old]), unwanted))
+    return len(ended) + len(old)
+
+
 async def _submit(pipeline, found: list[changes.Change], outcome: str) -> int:
     """Submit together (one batch, when nothing else waits); how many had ``outcome``."""
     outcomes = await asyncio.gather(*(pipeline.submit(change) for change in found))
@@ -68,9 +94,11 @@ async def run_once(database, pipeline, settings) -> None:
     interrupted = await interrupt_stale_claims(database, pipeline, settings.gateway_timeout + settings.queued_grace)
     expired = await expire_parked(database, pipeline)
     outlived = await expire_waiting(database, pipeline)
-    if interrupted or expired or outlived:
+    pruned = await prune_webhooks(database, settings.webhook_retention)
+    if interrupted or expired or outlived or pruned:
         log.info("housekeeping: %d gateway calls that never came back marked interrupted, %d unmatched "
-                 "receipts expired, %d waiting messages expired", interrupted, expired, outlived)
+                 "receipts expired, %d waiting messages expired, %d old webhook rows deleted",
+                 interrupted, expired, outlived, pruned)
 
 
 async def loop(database, pipeline, settings) -> None:
