@@ -3,23 +3,7 @@
 from api import changes, notices, retries, states
 from api.changes import Cancel, Claim, Facts, Receipt, SendOutcome
 from api.providers.base import Outcome
-
-NOW = "2026-11-27T12:00:00.000000Z"
-EARLIER = "2026-11-27T11:00:00.000000Z"
-
-
-def message(**values) -> dict:
-    row = {"id": 7, "sms_gateway_id": 1, "state": states.SUBMITTED, "delivery_status": states.SUBMITTED,
-           "status_conflict": False, "external_message_id": "ext-7", "remote_response": {"data": "Success"},
-           "failure_reason": None, "failure_code": None, "submitted_at": EARLIER, "delivered_at": None,
-           "failed_at": None, "updated_at": EARLIER, "attempts": 1, "next_attempt_at": None, "claimed_at": None,
-           "canceled_at": None, "expires_at": None, "sequence": 2}
-    return {**row, **values}
-
-
-def receipt(status: str) -> Receipt:
-    return Receipt("ext-7", status, {"id": "ext-7", "stat": status}, 1, "10.0.0.1", EARLIER)
-
+from tests.test_changes import EARLIER, NOW, message, receipt
 
 def test_each_state_a_message_reaches_has_its_event():
     submitted = message()
