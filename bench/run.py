@@ -715,6 +715,7 @@ def dlr_webhook_row(stack: Stack, database_url: str, receiver: str, dlr_env: dic
         "peak_made": peak_end["made"] - peak_start["made"],
         "peak_delivered": peak_end["succeeded"] - peak_start["succeeded"],
         "peak_delivered_per_s": round((peak_end["succeeded"] - peak_start["succeeded"]) / peak_s),
+        "backlog_at_peak_start": peak_start["made"] - peak_start["succeeded"],
         "backlog_at_peak_end": peak_end["made"] - peak_end["succeeded"],
         "run_made": end["made"] - start["made"],
         "run_delivered": end["succeeded"] - start["succeeded"],
@@ -723,7 +724,8 @@ def dlr_webhook_row(stack: Stack, database_url: str, receiver: str, dlr_env: dic
         "deliveries": counts, "received": received_after - start["received"]}
     w = row["webhooks"]
     print(f"    webhooks: peak {w['peak_made']} made, {w['peak_delivered']} delivered "
-          f"({w['peak_delivered_per_s']}/s), backlog {w['backlog_at_peak_end']}; whole run {w['run_made']} made, "
+          f"({w['peak_delivered_per_s']}/s), backlog {w['backlog_at_peak_start']} -> {w['backlog_at_peak_end']}; "
+          f"whole run {w['run_made']} made, "
           f"{w['run_delivered']} delivered, backlog {w['backlog_at_run_end']}; drained "
           f"{'in ' + str(w['drain_s']) + ' s' if drain_s is not None else 'NOT within ' + str(DRAIN_S) + ' s'}; "
           f"deliveries {counts}; receiver got {w['received']}", flush=True)
@@ -900,7 +902,8 @@ def dlr_webhook_note(r: dict) -> str:
     w = r["webhooks"]
     drained = f"{w['drain_s']} s after it" if w["drain_s"] is not None else f"NOT within {w['drain_limit_s']} s"
     return (f"dlr_api_webhook: in the peak run {w['peak_made']} deliveries made, {w['peak_delivered']} delivered "
-            f"({w['peak_delivered_per_s']}/s), {w['backlog_at_peak_end']} left at its end; over the whole run "
+            f"({w['peak_delivered_per_s']}/s), the backlog {w['backlog_at_peak_start']} at its start and "
+            f"{w['backlog_at_peak_end']} at its end; over the whole run "
             f"(warm-up, peak, half rate) {w['run_made']} made, {w['run_delivered']} delivered, "
             f"{w['backlog_at_run_end']} left, drained {drained}; deliveries {w['deliveries']}, "
             f"the receiver got {w['received']}")
