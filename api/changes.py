@@ -248,7 +248,8 @@ class Plan:
     new_batch: dict[str, Any] | None = None    # a sms_batches row to insert
     release: tuple[str, int] | None = None     # ("message"|"batch", id) whose old key is released
     bucket: dict[str, Any] | None = None       # the gateway's pacing row afterwards
-    notices: tuple[dict[str, Any], ...] = ()   # the changes apps hear about (api.notices), for the outbox
+    # the changes apps hear about (api.notices), for the outbox: filled in by ``plan`` itself
+    notices: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --- the plan ------------------------------------------------------------------------
@@ -263,12 +264,15 @@ def plan(change: Change, facts: Facts, now: str, unmatched_ttl: float) -> Plan:
     planned = _plan(change, facts, now, unmatched_ttl)
     if planned.message is None and not planned.messages and not planned.inserts:
         return planned
-    before = {m["id"]: m for m in facts.due} if planned.messages else {}
-    found = [notices.noticed(facts.message, planned.message, now)] if planned.message is not None else []
-    found += [notices.noticed(before.get(m["id"]), m, now) for m in planned.messages]
-    found += [notices.noticed(None, row, now) for row in planned.inserts]
-    found = tuple(notice for notice in found if notice is not None)
-    return replace(planned, notices=found) if found else planned
+    found = planned.notices
+    if planned.message is not None:
+        found.append(notices.noticed(facts.message, planned.message, now))
+    if planned.messages:
+        before = {m["id"]: m for m in facts.due}
+        found.extend(notices.noticed(before.get(m["id"]), m, now) for m in planned.messages)
+    found.extend(notices.noticed(None, row, now) for row in planned.inserts)
+    found[:] = [notice for notice in found if notice is not None]
+    return planned
 
 
 def _plan(change: Change, facts: Facts, now: str, unmatched_ttl: float) -> Plan:

@@ -33,10 +33,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from api import batches, clock, db
+from api.webhook_batches import is_webhook_change
 from api.changes import Change
 
 log = logging.getLogger("smsgw.pipeline")
 
+# A batch of this many changes other than the webhook worker's means they come in faster
+# than one commit at a time can take them: the worker then leaves room (api.webhook_worker).
+PRESSED_BATCH = 4
 Commit = Callable[[list[Change]], Awaitable[list[Any]]]  # a batch -> each change's outcome, committed
 
 
@@ -60,6 +64,7 @@ class Pipeline:
         # Told each committed batch's changes, after its callers are answered (the webhook
         # worker: a change of a message may have made deliveries). Each must be quick.
         self.listeners: list[Callable[[list[Change]], None]] = []
+        self.pressed = False  # the last batch was full of other changes than the webhook worker's
         self._current: list[Waiting] = []
 
     def start(self) -> None:
@@ -102,6 +107,8 @@ class Pipeline:
                 while len(batch) < self.max_batch and not self.queue.empty():
                     batch.append(self.queue.get_nowait())
                 self.batches += 1
+                self.pressed = len(batch) >= PRESSED_BATCH and sum(
+                    1 for w in batch if not is_webhook_change(w.change)) >= PRESSED_BATCH
                 try:
                     outcomes = await self.commit([w.change for w in batch])
                 except asyncio.CancelledError:

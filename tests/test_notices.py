@@ -43,7 +43,7 @@ def test_a_plan_numbers_each_event_of_a_message_and_only_events():
     assert (notice["type"], notice["sequence"], notice["message_id"], notice["occurred_at"]) == \
         (notices.DELIVERED, 3, 7, NOW)
     duplicate = changes.plan(receipt("submitted"), Facts(message=message()), NOW, 3600)
-    assert duplicate.notices == ()
+    assert duplicate.notices == []
 
 
 def test_a_claim_of_a_scheduled_message_is_queued_and_a_retry_is_nothing():
@@ -58,7 +58,7 @@ def test_a_claim_of_a_scheduled_message_is_queued_and_a_retry_is_nothing():
     failed_once = Outcome(ok=False, failure_reason="503", failure_code="unavailable", retry="safe")
     again = changes.plan(SendOutcome(7, 1, failed_once, policy=retries.Policy(5, False), delay=1.0),
                          Facts(message=claimed), NOW, 3600)
-    assert again.outcome == "retry" and again.notices == ()
+    assert again.outcome == "retry" and again.notices == []
 
 
 def test_a_cancel_is_an_event():
