@@ -116,3 +116,61 @@ def test_a_pipeline_that_cannot_drain_answers_every_waiting_receipt_and_refuses_
     results, late = asyncio.run(run())
     assert all(isinstance(r, RuntimeError) for r in results)
     assert "not running" in str(late)
+
+
+def test_the_pipeline_says_when_changes_pour_in_and_when_the_rush_is_over():
+    """A full batch of changes (not the webhook worker's own) marks the pipeline pressed,
+    which the webhook worker reads to leave receipts the room; a lone change clears it."""
+    from api.pipeline import PRESSED_BATCH
+    from api.webhook_schedule import ClaimDeliveries
+
+    async def run():
+        gate = asyncio.Event()
+
+        async def commit_batch(batch):
+            await gate.wait()
+            return ["ok"] * len(batch)
+
+        pipeline = Pipeline(commit_batch)
+        pipeline.start()
+        seen = []
+        pipeline.listeners.append(lambda batch: seen.append((len(batch), pipeline.pressed)))
+        first = asyncio.create_task(pipeline.submit("first"))
+        await asyncio.sleep(0.01)  # the first batch is being committed; the rush queues behind it
+        rush = [asyncio.create_task(pipeline.submit(f"r{i}")) for i in range(PRESSED_BATCH)]
+        claims = [asyncio.create_task(pipeline.submit(ClaimDeliveries(1, 30))) for _ in range(PRESSED_BATCH)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(first, *rush, *claims)
+        await pipeline.submit("alone")
+        await pipeline.stop()
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen[0] == (1, False) and seen[1] == (2 * PRESSED_BATCH, True) and seen[-1] == (1, False)
+
+
+def test_a_batch_of_the_webhook_workers_own_changes_is_no_rush():
+    from api.pipeline import PRESSED_BATCH
+    from api.webhook_schedule import ClaimDeliveries
+
+    async def run():
+        gate = asyncio.Event()
+
+        async def commit_batch(batch):
+            await gate.wait()
+            return ["ok"] * len(batch)
+
+        pipeline = Pipeline(commit_batch)
+        pipeline.start()
+        first = asyncio.create_task(pipeline.submit("first"))
+        await asyncio.sleep(0.01)
+        claims = [asyncio.create_task(pipeline.submit(ClaimDeliveries(1, 30))) for _ in range(2 * PRESSED_BATCH)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(first, *claims)
+        pressed = pipeline.pressed
+        await pipeline.stop()
+        return pressed
+
+    assert asyncio.run(run()) is False
