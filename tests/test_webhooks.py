@@ -219,6 +219,18 @@ def test_500_then_200_is_retried_on_the_schedule_with_the_same_id_and_body(admin
     assert delivery["next_attempt_at"] is None and delivery["delivered_at"] is not None
 
 
+def test_only_the_first_4_kib_of_an_answer_are_kept_and_latency_is_recorded(admin, receiver, gateway):
+    where = path()
+    endpoint, _ = subscribe(admin, receiver.url + where, gateway, events=["message.queued"])
+    receiver.script([{"status": 500, "body": "x" * 4000 + "y" * 6000}])
+    send(admin, gateway, "ext-l1")
+    wait_until(lambda: deliveries(admin, endpoint)[0]["last_status_code"] == 500, timeout=60,
+               what="the first attempt to be recorded")
+    delivery = deliveries(admin, endpoint)[0]
+    assert delivery["last_response"] == "x" * 4000 + "y" * 96
+    assert delivery["last_latency_ms"] > 0 and delivery["next_attempt_at"] is not None
+
+
 def test_retry_after_is_honoured(admin, receiver, gateway):
     where = path()
     subscribe(admin, receiver.url + where, gateway, events=["message.queued"])
