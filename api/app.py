@@ -134,7 +134,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.dispatcher.start()
             started.push_async_callback(app.state.dispatcher.stop)  # before the pipeline stops: answers recorded
             # Status webhooks: the outbox's deliveries, woken by each batch that may have made some.
-            app.state.webhooks = WebhookWorker(app.state.pipeline, settings)
+            app.state.webhooks = WebhookWorker(app.state.pipeline, settings, app.state.database)
             app.state.webhooks.start()
             app.state.pipeline.listeners.append(app.state.webhooks.committed)
             started.push_async_callback(app.state.webhooks.stop)  # before the pipeline stops: answers recorded

@@ -194,7 +194,7 @@ def cmd_webhook_receiver(settings: Settings, args: argparse.Namespace) -> int:
         secrets += own
         print(f"subscribed as webhook endpoint {endpoint_id}: every event of every gateway", flush=True)
     try:
-        app = create_app(secrets, json_output=args.json)
+        app = create_app(secrets, json_output=args.json, controls=args.test_controls)
     except ValueError as exc:
         print(f"smsgw: --secret / SMSGW_WEBHOOK_SECRET: {exc}", file=sys.stderr)
         return 2
@@ -295,7 +295,8 @@ def cmd_secrets(settings: Settings, args: argparse.Namespace) -> int:
             changed, total = await passwords.rotate(database, db.dialect_of(settings.database_url), settings.keyring)
         except passwords.RotationFailed as exc:
             print(f"smsgw: nothing was changed. {exc}. Add the key that sealed them to "
-                  "SMSGW_SECRET_KEY_PREVIOUS, or set those passwords again (or rotate those webhook secrets).", file=sys.stderr)
+                  "SMSGW_SECRET_KEY_PREVIOUS, or set those passwords again (or rotate those webhook secrets).",
+                  file=sys.stderr)
             return 1
         finally:
             await database.disconnect()
@@ -370,6 +371,9 @@ def parser() -> argparse.ArgumentParser:
     receiver.add_argument("--json", action="store_true",
                           help="print each verified event's body as one line of JSON instead (refused ones go "
                                "to stderr)")
+    receiver.add_argument("--test-controls", action="store_true",
+                          help="serve /_receiver/ (what it got, scripted answers, new secrets) for tests; "
+                               "anyone who can reach the port can use them")
     receiver.add_argument("--subscribe", action="store_true",
                           help="subscribe this receiver (http://HOST:PORT/smsgw) to every event, straight in the "
                                "database (SMSGW_DATABASE_URL), and verify with its secret; the API must allow "

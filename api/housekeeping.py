@@ -66,21 +66,20 @@ async def prune_webhooks(database, retention: float) -> int:
     seconds: a chunk of each a round, each one short statement, so the pipeline's writer
     is never held up for long. Only webhook rows: the messages' own history stays."""
     before = clock.iso_after(-retention)
-    ended = await database.fetch_all(
+    ended = await database.fetch_all(  # along ix_webhook_deliveries_not_due, oldest first
         sa.select(webhook_deliveries.c.id)
-        .where(webhook_deliveries.c.status.in_((webhook_schedule.SUCCEEDED, webhook_schedule.FAILED)),
-               webhook_deliveries.c.updated_at < before)
-        .order_by(webhook_deliveries.c.id).limit(CHUNK))
+        .where(webhook_deliveries.c.next_attempt_at.is_(None), webhook_deliveries.c.updated_at < before,
+               webhook_deliveries.c.status.in_((webhook_schedule.SUCCEEDED, webhook_schedule.FAILED)))
+        .order_by(webhook_deliveries.c.updated_at).limit(CHUNK))
     if ended:
         await database.execute(webhook_deliveries.delete().where(webhook_deliveries.c.id.in_([r[0] for r in ended])))
     events = webhook_events.c
     unwanted = sa.and_(events.occurred_at < before, ~sa.exists().where(
         webhook_deliveries.c.message_id == events.message_id, webhook_deliveries.c.sequence == events.sequence))
-    old = await database.fetch_all(
-        sa.select(events.message_id).where(unwanted).group_by(events.message_id)
-        .order_by(events.message_id).limit(CHUNK))
+    old = await database.fetch_all(  # along ix_webhook_events_occurred_at, oldest first
+        sa.select(events.message_id).where(unwanted).order_by(events.occurred_at).limit(CHUNK))
     if old:
-        await database.execute(webhook_events.delete().where(events.message_id.in_([r[0] for r in old]), unwanted))
+        await database.execute(webhook_events.delete().where(events.message_id.in_({r[0] for r in old}), unwanted))
     return len(ended) + len(old)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from api import states
+from api.webhook_schedule import PENDING
 
 QUEUED, SUBMITTED, DELIVERED, FAILED, EXPIRED, CANCELED, STATUS_UPDATED = (
     "message.queued", "message.submitted", "message.delivered", "message.failed", "message.expired",
@@ -34,7 +35,6 @@ SNAPSHOT = ("state", "delivery_status", "status_conflict", "external_message_id"
             "failure_reason", "failure_code", "submitted_at", "delivered_at", "failed_at", "updated_at",
             "attempts", "next_attempt_at", "canceled_at", "sequence")
 EXPIRED_STATUS = "expired"  # the failure code smsgw gives, and the raw status SMSCs report, for validity run out
-PENDING = "pending"  # a new delivery's status
 
 
 def event_type(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> str | None:

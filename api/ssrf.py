@@ -17,7 +17,8 @@ before each request (it raises ``Refused("blocked_address")`` for a refused lite
 which the resolver checks). The worker's session must also not use a proxy (``trust_env`` stays False: through a
 proxy the resolver would check the proxy's address, not the target's) and must not follow redirects.
 
-Everything but ``resolve``, ``check_url``, ``check_target`` and ``CheckedResolver.resolve`` is pure.
+Everything but ``resolve``, ``check_url`` and ``CheckedResolver.resolve`` is pure (the worker asks
+``check_url_form`` and ``check_target`` once per URL and keeps the answer).
 """
 
 from __future__ import annotations
@@ -95,11 +96,27 @@ def check_url_form(url: str, *, allow_http: bool) -> None:
     if port is not None and not 1 <= port <= 65535:
         raise Refused("bad_url", "the URL's port must be between 1 and 65535")
     host = parsed.raw_host
-    if (split.hostname or "").lower().rstrip(".") != (parsed.host or "").lower().rstrip("."):
+    if not _same_host(split.hostname or "", host):
         raise Refused("bad_url", "the URL's host is ambiguous")
     _check_host_form(host)
     if scheme == "http" and not allow_http:
         raise Refused("insecure_scheme", f"https:// only: {ALLOW_HTTP_HINT}")
+
+
+def _same_host(read: str, raw: str) -> bool:
+    """Do urllib's reading of a host and yarl's (what aiohttp connects to) name one host? IP
+    literals are compared as addresses (``0:0:0:0:0:0:0:1`` is ``::1``), names as IDNA."""
+    read, raw = read.lower().rstrip("."), raw.lower().rstrip(".")
+    if "%" in read + raw:  # an IPv6 zone names an interface of this host: never a webhook's target
+        return False
+    try:
+        return ipaddress.ip_address(read) == ipaddress.ip_address(raw)
+    except ValueError:
+        pass
+    try:
+        return read.encode("idna").decode("ascii") == raw
+    except UnicodeError:
+        return False
 
 
 def _check_host_form(host: str) -> None:
@@ -217,7 +234,7 @@ async def check_url(url: str, *, allow_http: bool, allow_private: bool) -> list[
     return addresses
 
 
-async def check_target(url: str, allow_private: bool) -> None:
+def check_target(url: str, allow_private: bool) -> None:
     """What the worker calls before each request: refuse a literal IP host that ``CheckedResolver`` never sees.
 
     A name is left to the resolver (it is checked at connect time, on the very answer used to connect).

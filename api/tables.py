@@ -281,10 +281,15 @@ webhook_deliveries = sa.Table(
     sa.Column("delivered_at", Timestamp),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
-    sa.Index("ux_webhook_deliveries_endpoint_event", "endpoint_id", "message_id", "sequence", unique=True),
+    # (message, sequence) first: housekeeping asks whether an event is still wanted by it
+    sa.Index("ux_webhook_deliveries_event_endpoint", "message_id", "sequence", "endpoint_id", unique=True),
     sa.Index("ix_webhook_deliveries_endpoint_id", "endpoint_id", "id"),
     sa.Index("ix_webhook_deliveries_due", "next_attempt_at",
              sqlite_where=sa.text("next_attempt_at IS NOT NULL"),
              postgresql_where=sa.text("next_attempt_at IS NOT NULL")),
+    # deliveries that are not due (ended, or waiting for their endpoint), by age: housekeeping's
+    # pruning; a new delivery is due, so a receipt's batch does not touch it
+    sa.Index("ix_webhook_deliveries_not_due", "updated_at",
+             sqlite_where=sa.text("next_attempt_at IS NULL"), postgresql_where=sa.text("next_attempt_at IS NULL")),
     sqlite_autoincrement=True,
 )

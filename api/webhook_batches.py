@@ -22,7 +22,8 @@ from api import changes, db, notices
 from api.steps import Read, Step, Write
 from api.tables import messages, webhook_deliveries as deliveries, webhook_endpoints as endpoints, webhook_events
 from api.webhook_schedule import (
-    DELIVERY_COLUMNS, ENDPOINT_COLUMNS, PENDING, ClaimDeliveries, DeliveryResult, after_attempt, claimed,
+    DELIVERY_COLUMNS, ENDPOINT_COLUMNS, FAILED, NEVER_ANSWERED, PENDING, ClaimDeliveries, DeliveryResult,
+    after_attempt, claimed,
 )
 
 WebhookChange = ClaimDeliveries | DeliveryResult
@@ -50,6 +51,8 @@ class Reads:
             .where(d.next_attempt_at.is_not(None), d.next_attempt_at <= sa.bindparam("now"), e.is_active.is_(True))
             .order_by(d.next_attempt_at, d.id).limit(sa.bindparam("n", type_=sa.Integer))
             .with_for_update(of=deliveries, skip_locked=True))
+        # whose a delivery is never changes: read without a lock
+        self.owners = sa.select(d.endpoint_id).select_from(ids.join(deliveries, d.id == id_value)).distinct()
         self.deliveries = (
             sa.select(*(d[name] for name in ("id", "endpoint_id", *DELIVERY_COLUMNS)))
             .select_from(ids.join(deliveries, d.id == id_value)).order_by(d.id).with_for_update(of=deliveries))
@@ -73,10 +76,12 @@ def apply(batch: Sequence[WebhookChange], now: str, dialect: str) -> Generator[S
     changed_endpoints: dict[int, dict[str, Any]] = {}
     outcomes: dict[int, Any] = {}
     if results:
-        rows = {r["id"]: r for r in (yield Read(reads.deliveries, db.id_params(
-            dialect, {c.delivery_id for c in results})))}
-        owners = {r["endpoint_id"] for r in rows.values()}
+        # Endpoints are locked before their deliveries, as the routes that change both do
+        # (PATCH, DELETE, replay): so neither waits for the other in a circle.
+        ids = db.id_params(dialect, {c.delivery_id for c in results})
+        owners = {r["endpoint_id"] for r in (yield Read(reads.owners, ids))}
         known = {r["id"]: r for r in (yield Read(reads.endpoints, db.id_params(dialect, owners)))} if owners else {}
+        rows = {r["id"]: r for r in (yield Read(reads.deliveries, ids))}
         for change in results:
             delivery = changed.get(change.delivery_id) or rows.get(change.delivery_id)
             endpoint = delivery and (changed_endpoints.get(delivery["endpoint_id"]) or known.get(delivery["endpoint_id"]))
@@ -87,8 +92,16 @@ def apply(batch: Sequence[WebhookChange], now: str, dialect: str) -> Generator[S
                 changed_endpoints[recorded.endpoint["id"]] = recorded.endpoint
             outcomes[id(change)] = recorded
     if claims:
+        off = {i for i, row in changed_endpoints.items() if not row["is_active"]}  # disabled in this batch
         due = [row for row in (yield Read(reads.due, {"now": now, "n": sum(c.limit for c in claims)}))
-               if row["id"] not in changed]  # answered in this very batch: as it is now, not as read
+               if row["id"] not in changed  # answered in this very batch: as it is now, not as read
+               and row["endpoint_id"] not in off]
+        allowed = len(claims[0].schedule)  # a process's claims all carry its one schedule
+        for row in due:
+            if row["attempts"] >= allowed:  # its last attempt never answered (the worker died): it ends
+                changed[row["id"]] = {**row, "status": FAILED, "next_attempt_at": None, "updated_at": now,
+                                      "last_error": NEVER_ANSWERED}
+        due = [row for row in due if row["attempts"] < allowed]
         for change in claims:
             taken, due = due[:change.limit], due[change.limit:]
             rows = [claimed(row, now, change.lease) for row in taken]

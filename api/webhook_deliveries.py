@@ -22,9 +22,8 @@ from api.responses import ApiError, ok
 from api.tables import webhook_deliveries, webhook_endpoints, webhook_events
 from api.validation import Field, ValidationFailed
 from api.webhook_endpoints import NOT_FOUND, endpoint_id_of, get_or_404, wake
+from api.webhook_schedule import DELIVERING, FAILED, PENDING, STATUSES, SUCCEEDED
 
-PENDING, DELIVERING, SUCCEEDED, FAILED = "pending", "delivering", "succeeded", "failed"
-STATUSES = (PENDING, DELIVERING, SUCCEEDED, FAILED)
 ENDED = (SUCCEEDED, FAILED)
 DELIVERY_NOT_FOUND = "Webhook delivery not found."
 TIME_EXAMPLE = "an RFC 3339 time with its offset, such as 2026-11-27T18:00:00Z"
@@ -120,6 +119,9 @@ async def why_not_retried(database, delivery_id: int) -> ApiError:
                          "(PATCH it with is_active true).", {"endpoint": ["The endpoint is not active."]})
 
 
+MAX_REPLAY = 100_000  # events one replay may queue (about a second's work under SQLite's write lock)
+
+
 def matching_events(endpoint: Mapping[str, Any], since: str, until: str | None) -> list[sa.ColumnElement]:
     """The conditions on webhook_events that pick what ``endpoint`` subscribes to in the window."""
     where = [webhook_events.c.occurred_at >= since, webhook_events.c.type.in_(endpoint["events"])]
@@ -148,11 +150,17 @@ async def replay(database, dialect: str, actor: audit.Actor, endpoint_id: int, s
             raise ApiError(409, "This webhook endpoint is not active: enable it first (PATCH it with is_active "
                                 "true), then replay.", {"endpoint": ["The endpoint is not active."]})
         wanted = matching_events(endpoint, since, until)
+        # One transaction holds SQLite's write lock: a window too large would hold receipts up.
+        found = await connection.fetch_val(sa.select(sa.func.count()).select_from(webhook_events).where(*wanted))
+        if found > MAX_REPLAY:
+            raise ValidationFailed({"until": [
+                f"The window holds {found} events; at most {MAX_REPLAY} are replayed at once: give an until "
+                "that ends it sooner, then replay the rest from there."]})
+        in_window = sa.select(webhook_events.c.message_id, webhook_events.c.sequence).where(*wanted)
         reset = await connection.fetch_all(
             webhook_deliveries.update()
-            .where(webhook_deliveries.c.endpoint_id == endpoint_id, webhook_deliveries.c.status.in_(ENDED),
-                   sa.exists().where(webhook_events.c.message_id == webhook_deliveries.c.message_id,
-                                     webhook_events.c.sequence == webhook_deliveries.c.sequence, *wanted))
+            .where(sa.tuple_(webhook_deliveries.c.message_id, webhook_deliveries.c.sequence).in_(in_window),
+                   webhook_deliveries.c.endpoint_id == endpoint_id, webhook_deliveries.c.status.in_(ENDED))
             .values(status=PENDING, attempts=0, next_attempt_at=now, updated_at=now)
             .returning(webhook_deliveries.c.id))
         has_delivery = sa.exists().where(webhook_deliveries.c.endpoint_id == endpoint_id,

@@ -223,7 +223,8 @@ async def update_endpoint(database, dialect: str, actor: audit.Actor, endpoint_i
 
 
 async def delete_endpoint(database, dialect: str, actor: audit.Actor, endpoint_id: int) -> bool:
-    """Delete an endpoint and its deliveries (explicitly: no foreign key does it); False when none."""
+    """Delete an endpoint and its deliveries (explicitly: no foreign key does it); False when none.
+    The endpoint's row is locked first, then its deliveries, the order every writer of both keeps."""
     async with db.write_transaction(database, dialect) as connection:
         deleted = await connection.fetch_val(
             webhook_endpoints.delete().where(webhook_endpoints.c.id == endpoint_id).returning(webhook_endpoints.c.id))

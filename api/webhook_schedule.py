@@ -31,6 +31,7 @@ from api import clock
 PENDING, DELIVERING, SUCCEEDED, FAILED = "pending", "delivering", "succeeded", "failed"
 STATUSES = (PENDING, DELIVERING, SUCCEEDED, FAILED)
 JITTER = 0.1                  # each wait is drawn within ±10 %
+NEVER_ANSWERED = "the last attempt's answer was never recorded (the process stopped); no attempts left"
 MAX_RETRY_AFTER = 24 * 3600   # a longer Retry-After is taken as a day
 # What an attempt's row keeps of it.
 ATTEMPT_COLUMNS = ("last_status_code", "last_latency_ms", "last_error", "last_response", "last_attempt_at")
@@ -70,10 +71,13 @@ class Attempt:
 
 @dataclass(frozen=True)
 class ClaimDeliveries:
-    """The worker asks for at most ``limit`` due deliveries, each held for ``lease`` seconds."""
+    """The worker asks for at most ``limit`` due deliveries, each held for ``lease`` seconds.
+    One whose ``schedule`` is used up (its last attempt never answered: the worker died)
+    ends failed instead of being tried again."""
 
     limit: int
     lease: float
+    schedule: tuple[float, ...] = (0.0,)
 
 
 @dataclass(frozen=True)

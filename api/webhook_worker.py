@@ -33,9 +33,11 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
+import sqlalchemy as sa
 
-from api import clock, messages, secrets, ssrf, webhook_signing
+from api import clock, db, messages, secrets, ssrf, webhook_signing
 from api.providers.base import retry_after
+from api.tables import webhook_endpoints
 from api.webhook_batches import is_webhook_change
 from api.webhook_deliveries import webhook_id
 from api.webhook_endpoints import signing_secrets
@@ -46,6 +48,8 @@ log = logging.getLogger("smsgw.webhooks")
 MAX_ANSWER_BYTES = 4096
 LEASE_GRACE = 5.0  # seconds a claim outlasts twice the request's timeout: time to record the answer
 USER_AGENT = "smsgw-webhooks/0.1"
+# Read every SMSGW_WEBHOOK_INTERVAL, so compiled once (``db.read``).
+ANY_ACTIVE_ENDPOINT = sa.select(webhook_endpoints.c.id).where(webhook_endpoints.c.is_active.is_(True)).limit(1)
 PRESSED_SLOTS = 1  # deliveries under way at once while receipts keep the pipeline full
 
 
@@ -73,8 +77,7 @@ def url_refusal(url: str, allow_http: bool, allow_private: bool) -> ssrf.Refused
     per URL; a name is checked by the session's resolver on each connection."""
     try:
         ssrf.check_url_form(url, allow_http=allow_http)
-        if not allow_private:
-            ssrf.check_literal(urlsplit(url).hostname or "")
+        ssrf.check_target(url, allow_private)
     except ssrf.Refused as refused:
         return refused
     return None
@@ -95,7 +98,13 @@ async def post(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
         async with session.post(url, data=body, headers=headers, allow_redirects=False,
                                 timeout=timeout) as answer:
             latency = took()
-            text = (await answer.content.read(MAX_ANSWER_BYTES)).decode("utf-8", "replace")
+            kept = b""
+            while len(kept) < MAX_ANSWER_BYTES and not answer.content.at_eof():
+                chunk = await answer.content.read(MAX_ANSWER_BYTES - len(kept))
+                if not chunk:
+                    break
+                kept += chunk
+            text = kept.decode("utf-8", "replace")
             if not answer.content.at_eof():
                 answer.close()  # the rest is not wanted: not read, the connection not reused
             status = answer.status
@@ -123,9 +132,15 @@ def target(url: str) -> str:
 
 
 class WebhookWorker:
-    def __init__(self, pipeline, settings):
+    def __init__(self, pipeline, settings, database=None):
         self.pipeline = pipeline
         self.settings = settings
+        self.database = database
+        # Is there an active endpoint at all? Without one no delivery is ever due, so the
+        # worker claims nothing (and a batch of receipts wakes nobody). Looked up again
+        # every SMSGW_WEBHOOK_INTERVAL; None: not yet known.
+        self.endpoints: bool | None = None if database is not None else True
+        self._endpoints_read = 0.0
         self.timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout)
         self.session: aiohttp.ClientSession | None = None
         self.woken = asyncio.Event()
@@ -139,12 +154,20 @@ class WebhookWorker:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def wake(self) -> None:
+        """A route made deliveries due (a retry, a replay, an endpoint enabled): look now."""
+        self._endpoints_read = 0.0
         self.woken.set()
 
     def committed(self, batch: list) -> None:
         """The pipeline committed ``batch``: a change of a message may have made deliveries."""
-        if not all(is_webhook_change(change) for change in batch):
+        if self.endpoints and not all(is_webhook_change(change) for change in batch):
             self.woken.set()
+
+    async def _any_endpoint(self) -> bool:
+        if self.database is not None and time.monotonic() - self._endpoints_read >= self.settings.webhook_interval:
+            self.endpoints = await db.read_one(self.database, ANY_ACTIVE_ENDPOINT, {}) is not None
+            self._endpoints_read = time.monotonic()
+        return bool(self.endpoints)
 
     async def stop(self) -> None:
         """Stop claiming; let the requests under way end (bounded by the timeout) and their
@@ -166,9 +189,10 @@ class WebhookWorker:
             pause = self.settings.webhook_interval
             try:
                 room = self.room()
-                if room > 0:
+                if room > 0 and await self._any_endpoint():
                     lease = 2 * self.settings.webhook_timeout + LEASE_GRACE
-                    for row in await self.pipeline.submit(ClaimDeliveries(room, lease)):
+                    claim = ClaimDeliveries(room, lease, self.settings.webhook_retry_schedule)
+                    for row in await self.pipeline.submit(claim):
                         self._start(row)
             except asyncio.CancelledError:
                 raise
@@ -209,12 +233,15 @@ class WebhookWorker:
         hook_id = webhook_id(row["message_id"], row["sequence"])
         try:
             signing = signing_secrets(row, self.settings.keyring, clock.now_iso() if row["previous_secret"] else "")
+            body = payload(row)
+            headers = webhook_signing.headers(signing, hook_id, int(time.time()), body)
         except secrets.SecretUnavailable:
             answer = Attempt(None, 0.0, "its secret is sealed with a key this process lacks (SMSGW_SECRET_KEY)",
                              "secret_unavailable")
+        except Exception as exc:  # a fault of ours before any request: said, and counted as a failed attempt
+            log.error("webhook %s could not be prepared (%s)", hook_id, type(exc).__name__)
+            answer = Attempt(None, 0.0, f"smsgw could not prepare the request ({type(exc).__name__})", "internal")
         else:
-            body = payload(row)
-            headers = webhook_signing.headers(signing, hook_id, int(time.time()), body)
             answer = await post(self.session, row["url"], headers, body, self.settings, self.timeout)
         result = DeliveryResult(row["id"], row["attempts"], answer, self.settings.webhook_retry_schedule,
                                 self.settings.webhook_disable_after, random.random())

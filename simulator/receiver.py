@@ -181,10 +181,14 @@ async def json_of(request: Request) -> Any:
 
 
 def create_app(secrets: list[str] | tuple[str, ...] = (), json_output: bool = False,
-               out: TextIO | None = None, err: TextIO | None = None) -> Starlette:
+               out: TextIO | None = None, err: TextIO | None = None, controls: bool = True) -> Starlette:
     """The receiver's app. ``json_output``: print each verified event's body as one line of
     JSON (for jq) instead of the summary line; events that fail verification then go to
-    ``err`` as summary lines, so the JSON stream holds only events that can be trusted."""
+    ``err`` as summary lines, so the JSON stream holds only events that can be trusted.
+    ``controls``: serve ``/_receiver/`` (what it got, a script of answers, new secrets). They
+    answer anyone who can reach the port, so ``smsgw webhook-receiver`` serves them only
+    with ``--test-controls``: otherwise whoever could reach it could read every message it
+    was told of, or replace its secrets and have forged events printed "verified"."""
     for secret in secrets:
         webhook_signing.secret_key(secret)  # ValueError now, not on every request
     state = Receiver(list(secrets))
@@ -253,11 +257,14 @@ def create_app(secrets: list[str] | tuple[str, ...] = (), json_output: bool = Fa
     async def unknown_control(request: Request) -> JSONResponse:
         return JSONResponse({"message": "No such receiver control."}, status_code=404)
 
-    return Starlette(routes=[
+    control_routes = [
         Route("/_receiver/events", list_events, methods=["GET"]),
         Route("/_receiver/script", set_script, methods=["POST"]),
         Route("/_receiver/secrets", set_secrets, methods=["POST"]),
         Route("/_receiver/reset", reset, methods=["POST"]),
+    ]
+    return Starlette(routes=[
+        *(control_routes if controls else []),
         Route("/_receiver/{rest:path}", unknown_control, methods=["GET", "POST"]),
         Route("/{path:path}", receive, methods=["POST"]),
     ])

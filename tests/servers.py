@@ -324,6 +324,10 @@ class WebhookReceiver:
         body = {"answers": answers, **({"then": then} if then is not None else {})}
         httpx.post(self.url + "/_receiver/script", json=body, timeout=30).raise_for_status()
 
+    def trust(self, *secrets: str) -> None:
+        """Verify what comes from now on with these secrets (with smsgw's own verifier)."""
+        httpx.post(self.url + "/_receiver/secrets", json={"secrets": list(secrets)}, timeout=30).raise_for_status()
+
     def stop(self) -> None:
         self.process.stop()
 
@@ -334,7 +338,8 @@ def start_webhook_receiver(workdir: Path, port: int | None = None, *args: str) -
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "SMSGW_WEBHOOK_SECRET"}
-    process = start(env, [*SMSGW, "webhook-receiver", "--port", str(port), *args], workdir / f"receiver-{port}.log")
+    process = start(env, [*SMSGW, "webhook-receiver", "--port", str(port), "--test-controls", *args],
+                    workdir / f"receiver-{port}.log")
     wait_for_start(process, lambda: healthy(url + "/_receiver/events"), "the webhook receiver")
     return WebhookReceiver(url, port, process)
 

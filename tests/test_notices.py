@@ -1,7 +1,7 @@
 """Which writes of a message an app hears about, and where they go (api.notices): pure."""
 
 from api import changes, notices, retries, states
-from api.changes import Cancel, Claim, Facts, Receipt, SendOutcome
+from api.changes import Cancel, Claim, Facts, SendOutcome
 from api.providers.base import Outcome
 from tests.test_changes import EARLIER, NOW, message, receipt
 

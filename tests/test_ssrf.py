@@ -241,9 +241,15 @@ def test_aiohttp_skips_the_resolver_for_ip_literals_so_check_target_checks_them(
         for url in ("http://127.0.0.1:8080/", "https://[::1]/", "https://[::ffff:169.254.169.254]/",
                     "https://169.254.169.254/latest/meta-data/"):
             with pytest.raises(ssrf.Refused) as caught:
-                await ssrf.check_target(url, allow_private=False)
+                ssrf.check_target(url, allow_private=False)
             assert caught.value.code == "blocked_address"
-        await ssrf.check_target("http://127.0.0.1:8080/", allow_private=True)
-        await ssrf.check_target("https://hooks.example.com/", allow_private=False)  # names: the resolver's job
-        await ssrf.check_target("https://8.8.8.8/", allow_private=False)
+        ssrf.check_target("http://127.0.0.1:8080/", allow_private=True)
+        ssrf.check_target("https://hooks.example.com/", allow_private=False)  # names: the resolver's job
+        ssrf.check_target("https://8.8.8.8/", allow_private=False)
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("url", ["https://xn--bcher-kva.example/x", "https://bücher.example/x",
+                                 "https://[2606:4700:4700:0:0:0:0:1111]/x", "https://Example.COM./x"])
+def test_punycode_unicode_and_uncompressed_ipv6_hosts_are_valid_urls(url):
+    ssrf.check_url_form(url, allow_http=False)

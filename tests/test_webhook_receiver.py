@@ -42,7 +42,7 @@ class Running:
         env = {k: v for k, v in os.environ.items() if k != "SMSGW_WEBHOOK_SECRET"}
         if env_secret is not None:
             env["SMSGW_WEBHOOK_SECRET"] = env_secret
-        self.process = start(env, [*SMSGW, "webhook-receiver", "--port", str(self.port), *args],
+        self.process = start(env, [*SMSGW, "webhook-receiver", "--port", str(self.port), "--test-controls", *args],
                              tmp_path / f"receiver-{self.port}.log")
         wait_for_start(self.process, self.answering, "the webhook receiver")
         self.http = httpx.Client(base_url=self.url, timeout=30)
@@ -237,3 +237,28 @@ def test_a_printed_line_has_no_control_characters_from_the_body():
     printed = receiver.line(event)
     assert "\n" not in printed and "\x1b" not in printed
     assert printed.startswith("verified message.delivered?verified message.fake message 1")
+
+
+def test_without_test_controls_nobody_can_read_or_rewire_it(tmp_path):
+    """Served for users (make run), the receiver answers webhooks only: its events, script
+    and secrets are not reachable by whoever can reach its port."""
+    port = free_port()
+    process = start(dict(os.environ), [*SMSGW, "webhook-receiver", "--port", str(port), "--secret", SECRET],
+                    tmp_path / "plain.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_start(process, lambda: _answers(url), "the receiver")
+        assert httpx.get(url + "/_receiver/events").status_code == 404
+        assert httpx.post(url + "/_receiver/secrets", json={"secrets": [OTHER]}).status_code == 404
+        body = payload()
+        assert httpx.post(url + "/hooks", content=body, headers=signed(SECRET, "msg_12_3", body)).status_code == 204
+    finally:
+        process.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.post(url + "/x", content=b"{}", timeout=1)
+        return True
+    except httpx.HTTPError:
+        return False

@@ -145,10 +145,15 @@ def deliveries(admin, endpoint: dict) -> list[dict]:
 def test_every_change_of_a_message_reaches_the_app_signed_numbered_and_without_secrets(admin, receiver, gateway):
     where = path()
     endpoint, secret = subscribe(admin, receiver.url + where, gateway)
-    message = send(admin, gateway, "ext-a1", client_reference="order-17")
-    receipt(admin, gateway, "ext-a1", "ESME_ROK", level=1)
-    receipt(admin, gateway, "ext-a1", "DELIVRD")
-    wait_until(lambda: len(receiver.events(where)) >= 4, timeout=60, what="four webhooks")
+    receiver.trust(secret)  # the receiver process checks each signature too, as it arrives
+    try:
+        message = send(admin, gateway, "ext-a1", client_reference="order-17")
+        receipt(admin, gateway, "ext-a1", "ESME_ROK", level=1)
+        receipt(admin, gateway, "ext-a1", "DELIVRD")
+        wait_until(lambda: len(receiver.events(where)) >= 4, timeout=60, what="four webhooks")
+    finally:
+        receiver.trust()  # the next tests' endpoints have secrets of their own
+    assert all(e["verified"] and e["status"] == 204 for e in receiver.events(where))
     bodies = sorted((verified(e, secret) for e in receiver.events(where)), key=lambda b: b["data"]["sequence"])
     assert [(b["type"], b["data"]["sequence"], b["data"]["state"]) for b in bodies] == [
         ("message.queued", 1, "queued"), ("message.submitted", 2, "submitted"),

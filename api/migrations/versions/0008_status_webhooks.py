@@ -1,13 +1,15 @@
 """Status webhooks: endpoints, the outbox of events, and their deliveries.
 
 - ``sms_messages.sequence`` grows by one with each change of a message's state
-  or status; existing messages start at 1 (they have been stored: one change).
+  or status; existing messages start at 0 (no row is rewritten: a large table
+  stays as it is).
 - ``webhook_endpoints``: where apps hear about their messages, with a signing
   secret (and the previous one while a rotation's grace lasts).
 - ``webhook_events``: the outbox, one row per change some endpoint subscribes
   to, written in the change's own transaction; keyed by (message, sequence).
 - ``webhook_deliveries``: one event to one endpoint, with its attempts;
-  ``ix_webhook_deliveries_due`` is partial, so finished deliveries leave it.
+  ``ix_webhook_deliveries_due`` holds only those due, ``_not_due`` only the
+  others (ended, or waiting for their endpoint), by age, for pruning.
 - Keys that held every scope (made with "all", or before scopes existed) gain
   the new ``webhooks:admin`` scope: "all" keeps meaning all.
 
@@ -30,6 +32,7 @@ depends_on = None
 
 Timestamp = sa.String(32)
 DUE = sa.text("next_attempt_at IS NOT NULL")
+NOT_DUE = sa.text("next_attempt_at IS NULL")
 # Frozen copies of api.scopes.SCOPES before and after this migration.
 OLD_EVERY_SCOPE = ["messages:send", "messages:read", "gateways:read", "gateways:admin", "keys:admin"]
 NEW_EVERY_SCOPE = [*OLD_EVERY_SCOPE, "webhooks:admin"]
@@ -37,7 +40,6 @@ NEW_EVERY_SCOPE = [*OLD_EVERY_SCOPE, "webhooks:admin"]
 
 def upgrade() -> None:
     op.add_column("sms_messages", sa.Column("sequence", sa.Integer, nullable=False, server_default="0"))
-    op.execute("UPDATE sms_messages SET sequence = 1")
     op.create_table(
         "webhook_endpoints",
         sa.Column("id", Id, primary_key=True),
@@ -87,11 +89,13 @@ def upgrade() -> None:
         sa.Column("updated_at", Timestamp, nullable=False),
         sqlite_autoincrement=True,
     )
-    op.create_index("ux_webhook_deliveries_endpoint_event", "webhook_deliveries",
-                    ["endpoint_id", "message_id", "sequence"], unique=True)
+    op.create_index("ux_webhook_deliveries_event_endpoint", "webhook_deliveries",
+                    ["message_id", "sequence", "endpoint_id"], unique=True)
     op.create_index("ix_webhook_deliveries_endpoint_id", "webhook_deliveries", ["endpoint_id", "id"])
     op.create_index("ix_webhook_deliveries_due", "webhook_deliveries", ["next_attempt_at"],
                     sqlite_where=DUE, postgresql_where=DUE)
+    op.create_index("ix_webhook_deliveries_not_due", "webhook_deliveries", ["updated_at"],
+                    sqlite_where=NOT_DUE, postgresql_where=NOT_DUE)
     _rescope(OLD_EVERY_SCOPE, NEW_EVERY_SCOPE)
 
 
