@@ -66,6 +66,7 @@ class Settings:
     webhook_concurrency: int = 64       # deliveries under way at once, per process
     webhook_interval: float = 1.0       # seconds between the worker's looks for work other processes queued
     webhook_retention: int = 30 * 24 * 3600  # seconds webhook events and ended deliveries are kept
+    webhook_max_lag: float = 10.0       # seconds receipts may hold deliveries back (api.webhook_worker)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -127,6 +128,7 @@ class Settings:
             webhook_concurrency=_int(env, "SMSGW_WEBHOOK_CONCURRENCY", cls.webhook_concurrency, low=1, high=1024),
             webhook_interval=_float(env, "SMSGW_WEBHOOK_INTERVAL", cls.webhook_interval, low=0.01),
             webhook_retention=_int(env, "SMSGW_WEBHOOK_RETENTION", cls.webhook_retention, low=60),
+            webhook_max_lag=_float(env, "SMSGW_WEBHOOK_MAX_LAG", cls.webhook_max_lag, low=0),
         )
 
 

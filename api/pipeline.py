@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -40,7 +41,7 @@ log = logging.getLogger("smsgw.pipeline")
 
 # A batch of this many changes other than the webhook worker's means they come in faster
 # than one commit at a time can take them: the worker then leaves room (api.webhook_worker).
-PRESSED_BATCH = 4
+PRESSED_BATCH = 8
 Commit = Callable[[list[Change]], Awaitable[list[Any]]]  # a batch -> each change's outcome, committed
 
 
@@ -53,7 +54,7 @@ class Waiting:
 
 
 class Pipeline:
-    def __init__(self, commit: Commit, max_batch: int = 256):
+    def __init__(self, commit: Commit, max_batch: int = 256, pressure_hold: float = 1.0):
         self.commit = commit
         self.max_batch = max_batch
         self.queue: asyncio.Queue[Waiting] = asyncio.Queue()
@@ -64,11 +65,21 @@ class Pipeline:
         # Told each committed batch's changes, after its callers are answered (the webhook
         # worker: a change of a message may have made deliveries). Each must be quick.
         self.listeners: list[Callable[[list[Change]], None]] = []
-        self.pressed = False  # the last batch was full of other changes than the webhook worker's
+        # Until when the pipeline counts as pressed: a batch full of other changes than the webhook
+        # worker's was seen less than ``pressure_hold`` seconds ago. Held, not read off each batch:
+        # one small batch in a rush would otherwise let the worker take a whole slate at once.
+        self.pressure_hold = pressure_hold
+        self._pressed_until = 0.0
         self._current: list[Waiting] = []
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def pressed(self) -> bool:
+        """Are changes other than the webhook worker's coming in faster than one commit at a
+        time takes them (now, or less than ``pressure_hold`` seconds ago)?"""
+        return time.monotonic() < self._pressed_until
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Refuse new changes, let what is queued commit (for at most ``drain_timeout``
@@ -107,8 +118,9 @@ class Pipeline:
                 while len(batch) < self.max_batch and not self.queue.empty():
                     batch.append(self.queue.get_nowait())
                 self.batches += 1
-                self.pressed = len(batch) >= PRESSED_BATCH and sum(
-                    1 for w in batch if not is_webhook_change(w.change)) >= PRESSED_BATCH
+                if len(batch) >= PRESSED_BATCH and sum(
+                        1 for w in batch if not is_webhook_change(w.change)) >= PRESSED_BATCH:
+                    self._pressed_until = time.monotonic() + self.pressure_hold
                 try:
                     outcomes = await self.commit([w.change for w in batch])
                 except asyncio.CancelledError:

@@ -98,7 +98,8 @@ class DeliveryResult:
 def claimed(delivery: Mapping[str, Any], now: str, lease: float) -> dict[str, Any]:
     """A due delivery taken by a worker: its attempt counted, due again when the lease ends."""
     return {**delivery, "status": DELIVERING, "attempts": delivery["attempts"] + 1,
-            "next_attempt_at": clock.after(now, lease), "updated_at": now}
+            "next_attempt_at": clock.after(now, lease), "updated_at": now,
+            "due_at": delivery["next_attempt_at"]}  # (not stored) how late it is sent: the worker's lag
 
 
 def next_wait(attempts: int, schedule: tuple[float, ...], retry_after: float | None, jitter: float) -> float | None:

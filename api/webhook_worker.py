@@ -50,7 +50,7 @@ LEASE_GRACE = 5.0  # seconds a claim outlasts twice the request's timeout: time 
 USER_AGENT = "smsgw-webhooks/0.1"
 # Read every SMSGW_WEBHOOK_INTERVAL, so compiled once (``db.read``).
 ANY_ACTIVE_ENDPOINT = sa.select(webhook_endpoints.c.id).where(webhook_endpoints.c.is_active.is_(True)).limit(1)
-PRESSED_SLOTS = 1  # deliveries under way at once while receipts keep the pipeline full
+PRESSED_SLOTS = 2  # deliveries under way at once while receipts keep the pipeline full
 
 
 def payload(row: Mapping[str, Any]) -> bytes:
@@ -148,6 +148,7 @@ class WebhookWorker:
         self.task: asyncio.Task | None = None
         self.stopping = False
         self.delivered = 0  # answers recorded (2xx or not)
+        self.lag = 0.0      # seconds the oldest delivery of the last claim had been due
 
     def start(self) -> None:
         self.session = open_session(self.settings)
@@ -192,7 +193,10 @@ class WebhookWorker:
                 if room > 0 and await self._any_endpoint():
                     lease = 2 * self.settings.webhook_timeout + LEASE_GRACE
                     claim = ClaimDeliveries(room, lease, self.settings.webhook_retry_schedule)
-                    for row in await self.pipeline.submit(claim):
+                    taken = await self.pipeline.submit(claim)
+                    if taken:
+                        self.lag = clock.seconds_between(min(row["due_at"] for row in taken), clock.now_iso())
+                    for row in taken:
                         self._start(row)
             except asyncio.CancelledError:
                 raise
@@ -211,10 +215,11 @@ class WebhookWorker:
         Receipts first: while the pipeline commits full batches of other changes (receipts
         coming in as fast as it can take them), deliveries use only ``PRESSED_SLOTS`` slots,
         so a burst of receipts is taken at nearly its full rate and the deliveries it makes
-        wait in the outbox, then go at full speed once the burst is over. They always go: a
-        few at a time even under the heaviest load."""
+        wait in the outbox, then go at full speed once the burst is over. Only for so long:
+        once the deliveries it takes were due ``SMSGW_WEBHOOK_MAX_LAG`` seconds ago or more,
+        they go at full speed whatever comes in, so no app hears much later than that."""
         slots = self.settings.webhook_concurrency
-        if self.pipeline.pressed:
+        if self.pipeline.pressed and self.lag < self.settings.webhook_max_lag:
             slots = min(slots, PRESSED_SLOTS)
         free = slots - len(self.tasks)
         return free if free >= max(1, slots // 4) else 0

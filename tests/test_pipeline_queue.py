@@ -119,8 +119,8 @@ def test_a_pipeline_that_cannot_drain_answers_every_waiting_receipt_and_refuses_
 
 
 def test_the_pipeline_says_when_changes_pour_in_and_when_the_rush_is_over():
-    """A full batch of changes (not the webhook worker's own) marks the pipeline pressed,
-    which the webhook worker reads to leave receipts the room; a lone change clears it."""
+    """A full batch of changes (not the webhook worker's own) marks the pipeline pressed, for
+    a while, which the webhook worker reads to leave receipts the room; then it clears."""
     from api.pipeline import PRESSED_BATCH
     from api.webhook_schedule import ClaimDeliveries
 
@@ -131,7 +131,7 @@ def test_the_pipeline_says_when_changes_pour_in_and_when_the_rush_is_over():
             await gate.wait()
             return ["ok"] * len(batch)
 
-        pipeline = Pipeline(commit_batch)
+        pipeline = Pipeline(commit_batch, pressure_hold=0.2)
         pipeline.start()
         seen = []
         pipeline.listeners.append(lambda batch: seen.append((len(batch), pipeline.pressed)))
@@ -142,12 +142,17 @@ def test_the_pipeline_says_when_changes_pour_in_and_when_the_rush_is_over():
         await asyncio.sleep(0.01)
         gate.set()
         await asyncio.gather(first, *rush, *claims)
+        await pipeline.submit("held")  # a lone change right after the rush: still pressed, for a while
+        deadline = asyncio.get_running_loop().time() + 30
+        while pipeline.pressed and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         await pipeline.submit("alone")
         await pipeline.stop()
         return seen
 
     seen = asyncio.run(run())
-    assert seen[0] == (1, False) and seen[1] == (2 * PRESSED_BATCH, True) and seen[-1] == (1, False)
+    assert seen[0] == (1, False) and seen[1] == (2 * PRESSED_BATCH, True)
+    assert seen[2] == (1, True) and seen[-1] == (1, False)
 
 
 def test_a_batch_of_the_webhook_workers_own_changes_is_no_rush():

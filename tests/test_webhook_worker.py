@@ -47,6 +47,9 @@ def test_it_claims_in_groups_and_leaves_receipts_the_room_when_they_pour_in():
     assert worker(True, 0).room() == PRESSED_SLOTS
     assert worker(True, PRESSED_SLOTS).room() == 0
     assert worker(False, 0, concurrency=1).room() == 1
+    late = worker(True, PRESSED_SLOTS)
+    late.lag = late.settings.webhook_max_lag  # what it takes was due that long ago: no more waiting
+    assert late.room() == 64 - PRESSED_SLOTS
 
 
 def test_what_is_refused_before_any_connection():
