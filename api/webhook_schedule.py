@@ -90,6 +90,7 @@ class DeliveryResult:
     schedule: tuple[float, ...]
     disable_after: float
     jitter: float = 0.5  # in [0, 1): where in ±JITTER the next wait falls (drawn by the caller)
+    claimed_at: str | None = None  # the claim's time (its ``updated_at``): the claim this answers
 
 
 # --- the rules ----------------------------------------------------------------------
@@ -129,8 +130,9 @@ class Recorded:
 def after_attempt(result: DeliveryResult, delivery: Mapping[str, Any] | None, endpoint: Mapping[str, Any] | None,
                   now: str) -> Recorded:
     """The delivery (and its endpoint) after one attempt's answer."""
-    if (delivery is None or delivery["status"] != DELIVERING or delivery["attempts"] != result.attempt):
-        return Recorded("stale")
+    if (delivery is None or delivery["status"] != DELIVERING or delivery["attempts"] != result.attempt
+            or (result.claimed_at is not None and delivery["updated_at"] != result.claimed_at)):
+        return Recorded("stale")  # a later claim holds it (its lease ran out, or a user retried it)
     answer = result.answer
     values = {**delivery, "last_status_code": answer.status_code, "last_latency_ms": round(answer.latency_ms, 1),
               "last_error": answer.error, "last_response": answer.response, "last_attempt_at": now,

@@ -249,7 +249,7 @@ class WebhookWorker:
         else:
             answer = await post(self.session, row["url"], headers, body, self.settings, self.timeout)
         result = DeliveryResult(row["id"], row["attempts"], answer, self.settings.webhook_retry_schedule,
-                                self.settings.webhook_disable_after, random.random())
+                                self.settings.webhook_disable_after, random.random(), claimed_at=row["updated_at"])
         try:
             recorded = await self.pipeline.submit(result)
         except Exception as exc:  # left claimed: delivered again when its lease ends

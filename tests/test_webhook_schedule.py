@@ -90,3 +90,10 @@ def test_an_answer_for_an_older_claim_changes_nothing():
     assert after_attempt(result(Attempt(200, 1.0)), delivery(status=SUCCEEDED, attempts=1), endpoint(),
                          NOW).outcome == "stale"
     assert after_attempt(result(Attempt(200, 1.0)), None, None, NOW).outcome == "stale"
+    # retried by a user, then claimed again with the same attempt number: the old answer is not its
+    retried_and_claimed = claimed(delivery(attempts=0), clock.after(NOW, 60), 45)
+    old_answer = DeliveryResult(1, 1, Attempt(200, 1.0), DEFAULT_RETRY_SCHEDULE, 5 * DAY, 0.5, claimed_at=NOW)
+    assert after_attempt(old_answer, retried_and_claimed, endpoint(), clock.after(NOW, 61)).outcome == "stale"
+    fresh = DeliveryResult(1, 1, Attempt(200, 1.0), DEFAULT_RETRY_SCHEDULE, 5 * DAY, 0.5,
+                           claimed_at=retried_and_claimed["updated_at"])
+    assert after_attempt(fresh, retried_and_claimed, endpoint(), clock.after(NOW, 61)).outcome == SUCCEEDED
