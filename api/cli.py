@@ -353,6 +353,7 @@ def anchor(text: str) -> tuple[int, str]:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="smsgw", description=__doc__)
+    top.add_argument("--version", action="version", version=f"smsgw {version()}")
     commands = top.add_subparsers(dest="command", required=True)
     api = commands.add_parser("api", help="serve the HTTP API")
     api.add_argument("--workers", type=workers_count, metavar="N",
@@ -431,14 +432,29 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from api.config import unknown_variables
+
     args = parser().parse_args(argv)
     configure_logging()
+    for line in unknown_variables(dict(os.environ)):
+        print(f"smsgw: warning: {line}", file=sys.stderr)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"smsgw: {exc}", file=sys.stderr)
         return 2
     return args.run(settings, args)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("smsgw")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 if __name__ == "__main__":

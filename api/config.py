@@ -6,6 +6,7 @@ them. Defaults make ``make run`` work on a fresh machine with nothing set.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -16,6 +17,37 @@ from api.db import dialect_of
 DEFAULT_DATABASE_URL = "sqlite:///var/smsgw.db"
 # Standard Webhooks' example schedule: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+# Every SMSGW_* variable some part of smsgw reads, its tests and the interop harness included
+# (tests/test_config_names.py keeps this list true). One set in the environment and not here
+# is a typo: every command says so at start (``unknown_variables``), since it is ignored.
+KNOWN_VARIABLES = frozenset({
+    "SMSGW_ADMIN_KEY", "SMSGW_API_HOST", "SMSGW_API_KEY", "SMSGW_API_PORT", "SMSGW_API_URL", "SMSGW_API_WORKERS",
+    "SMSGW_CALLBACK_TOKEN_GRACE", "SMSGW_DATABASE_URL", "SMSGW_DISPATCH_INTERVAL", "SMSGW_GATEWAY_TIMEOUT",
+    "SMSGW_GUARD_BODY_LIMIT", "SMSGW_GUARD_CACHE_TTL", "SMSGW_GUARD_CONFDIR", "SMSGW_GUARD_HEADER_TIMEOUT",
+    "SMSGW_GUARD_HOST", "SMSGW_GUARD_IDLE_TIMEOUT", "SMSGW_GUARD_MAX_CONNECTIONS",
+    "SMSGW_GUARD_MAX_CONNECTIONS_PER_CLIENT", "SMSGW_GUARD_PORT", "SMSGW_GUARD_TRUSTED_PROXIES",
+    "SMSGW_HOUSEKEEPING_INTERVAL", "SMSGW_MAX_BATCH", "SMSGW_MAX_BODY_BYTES", "SMSGW_PUBLIC_URL",
+    "SMSGW_PYTHON311", "SMSGW_QUEUED_GRACE", "SMSGW_REQUIRE_SERVICES", "SMSGW_SECRET_KEY",
+    "SMSGW_SECRET_KEY_PREVIOUS", "SMSGW_SIMULATOR_DELAY", "SMSGW_SIMULATOR_HOST", "SMSGW_SIMULATOR_PASSWORD",
+    "SMSGW_SIMULATOR_PORT", "SMSGW_SIMULATOR_RETRY_DELAY", "SMSGW_SIMULATOR_USERNAME", "SMSGW_SQLITE_SYNCHRONOUS",
+    "SMSGW_TEST_POSTGRES_URL", "SMSGW_UNMATCHED_TTL", "SMSGW_WEBHOOK_ALLOW_HTTP", "SMSGW_WEBHOOK_ALLOW_PRIVATE",
+    "SMSGW_WEBHOOK_CONCURRENCY", "SMSGW_WEBHOOK_DISABLE_AFTER", "SMSGW_WEBHOOK_INTERVAL", "SMSGW_WEBHOOK_MAX_LAG",
+    "SMSGW_WEBHOOK_RETENTION", "SMSGW_WEBHOOK_RETRY_SCHEDULE", "SMSGW_WEBHOOK_SECRET", "SMSGW_WEBHOOK_SECRET_GRACE",
+    "SMSGW_WEBHOOK_TIMEOUT",
+})
+
+
+def unknown_variables(env: dict[str, str]) -> list[str]:
+    """A line for each SMSGW_* variable set in ``env`` that nothing reads, naming the one it
+    most likely meant: a typo is never silent."""
+    lines = []
+    for name in sorted(n for n in env if n.startswith("SMSGW_") and n not in KNOWN_VARIABLES):
+        close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1, cutoff=0.8)
+        meant = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"{name} is not a variable smsgw knows{meant}: it is ignored")
+    return lines
 
 
 class ConfigError(ValueError):

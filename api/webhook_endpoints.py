@@ -6,7 +6,7 @@ the answer that makes it or rotates it, like an API key; it is stored sealed und
 SMSGW_SECRET_KEY when one is set (``api.secrets``), as gateway passwords are, and
 opened only to sign (``signing_secrets``). Every URL given is checked by
 ``api.ssrf`` before it is stored: a private or plain-http target is a 422 unless the
-SMSGW_WEBHOOK_ALLOW_* settings allow it.
+SMSGW_WEBHOOK_ALLOW_HTTP and SMSGW_WEBHOOK_ALLOW_PRIVATE allow it.
 """
 
 from __future__ import annotations
