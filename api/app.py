@@ -37,14 +37,18 @@ async def healthz(request: Request) -> JSONResponse:
     """200 while the database answers with its schema in place, 503 otherwise.
 
     It reads the migration table, not ``SELECT 1``: on SQLite that would answer
-    even with the database file gone. Nothing else is said.
+    even with the database file gone. A database without the table gets the
+    reason (``smsgw migrate`` fixes it); nothing else is said.
     """
     try:
         if db.sqlite_file_gone(request.app.state.settings.database_url):
             raise LookupError("the database file is gone")
         if await request.app.state.database.fetch_val("SELECT version_num FROM alembic_version") is None:
             raise LookupError("no schema version")
-    except Exception:
+    except Exception as exc:
+        if db.is_missing_schema(exc):
+            log.warning("health check: %s", db.NO_SCHEMA)
+            return JSONResponse({"status": "unavailable", "reason": db.NO_SCHEMA}, status_code=503)
         log.warning("health check: the database did not answer")
         return JSONResponse({"status": "unavailable"}, status_code=503)
     return JSONResponse({"status": "ok"})

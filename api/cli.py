@@ -39,6 +39,11 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
+    from api import db
+
+    if not asyncio.run(db.has_schema(settings.database_url)):
+        print(f"smsgw: {db.NO_SCHEMA}", file=sys.stderr)
+        return 2
     workers = args.workers or settings.api_workers
     # Several workers: each process makes its own app (and pipeline) from the environment.
     app = "api.cli:worker_app" if workers > 1 else create_app(settings)
@@ -387,7 +392,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="who or what the key is for")
     create.add_argument("--scope", action="append", metavar="SCOPE",
                         help="what the key may do, repeatable: messages:send, messages:read, gateways:read, "
-                             "gateways:admin, keys:admin, or all (the default when no --scope is given)")
+                             "gateways:admin, keys:admin, webhooks:admin, or all (the default when no --scope "
+                             "is given)")
     create.add_argument("--gateway", action="append", type=int, metavar="ID",
                         help="limit the key to this gateway, repeatable (default: every gateway)")
     create.add_argument("--country", action="append", metavar="CC",
@@ -403,11 +409,11 @@ def parser() -> argparse.ArgumentParser:
                         help="row ID must still have HASH, as an earlier verify printed; repeatable. "
                              "Catches an edit hidden by re-linking the chain, and removed newest rows")
     audit.set_defaults(run=cmd_audit)
-    secrets = commands.add_parser("secrets", help="encryption of gateway passwords at rest")
+    secrets = commands.add_parser("secrets", help="encryption of gateway passwords and webhook secrets at rest")
     secrets_actions = secrets.add_subparsers(dest="action", required=True)
     secrets_actions.add_parser("generate-key", help="print a new key for SMSGW_SECRET_KEY")
-    secrets_actions.add_parser("rotate-key", help="re-encrypt every gateway password under SMSGW_SECRET_KEY, "
-                                                  "reading old ones with SMSGW_SECRET_KEY_PREVIOUS")
+    secrets_actions.add_parser("rotate-key", help="re-encrypt every gateway password and webhook secret under "
+                                                  "SMSGW_SECRET_KEY, reading old ones with SMSGW_SECRET_KEY_PREVIOUS")
     secrets.set_defaults(run=cmd_secrets)
     send = commands.add_parser("send", help="send the messages of a CSV file through the API, in batches",
                                epilog=SEND_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -445,7 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"smsgw: {exc}", file=sys.stderr)
         return 2
-    return args.run(settings, args)
+    try:
+        return args.run(settings, args)
+    except Exception as exc:
+        from api import db
+
+        if db.is_missing_schema(exc):  # said as such, not as a driver's traceback
+            print(f"smsgw: {db.NO_SCHEMA}", file=sys.stderr)
+            return 2
+        raise
 
 
 def version() -> str:

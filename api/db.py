@@ -248,6 +248,32 @@ def lock_keys(keys) -> sa.TextClause:
     return LOCK_KEYS.bindparams(keys=sorted({_lock_id(tuple(key)) for key in keys}))
 
 
+NO_SCHEMA = "the database has no schema: run `smsgw migrate`"
+
+
+def is_missing_schema(exc: BaseException) -> bool:
+    """A query found no table: the database was never migrated (SQLite's "no such table",
+    PostgreSQL's undefined_table, as the drivers or SQLAlchemy raise them)."""
+    error = getattr(exc, "orig", None) or exc
+    return ("no such table" in str(error) or getattr(error, "sqlstate", None) == "42P01"
+            or type(error).__name__ == "UndefinedTableError")
+
+
+async def has_schema(url: str) -> bool:
+    """Has ``smsgw migrate`` run on this database? (Other failures, e.g. no server, raise.)"""
+    database = make_database(url)
+    await database.connect()
+    try:
+        await database.fetch_val("SELECT version_num FROM alembic_version")
+    except Exception as exc:
+        if is_missing_schema(exc):
+            return False
+        raise
+    finally:
+        await database.disconnect()
+    return True
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """The database could not do the work at all — unreachable, connection lost,
     locked past the busy timeout, out of space — rather than refusing one change."""
