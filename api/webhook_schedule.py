@@ -42,13 +42,12 @@ ENDPOINT_COLUMNS = ("is_active", "failing_since", "disabled_at", "disabled_reaso
 
 @dataclass(frozen=True)
 class Attempt:
-    """What one attempt got: a status code, or an error before any (``error_code`` says which
-    kind: ``timeout``, ``connection``, ``blocked_address``...)."""
+    """What one attempt got: a status code, or an error before any (its text starts with
+    what kind when a user may look it up: ``blocked_address: ...``)."""
 
     status_code: int | None
     latency_ms: float
     error: str | None = None
-    error_code: str | None = None
     response: str | None = None      # the first 4 KiB of the answer's body
     retry_after: float | None = None
 

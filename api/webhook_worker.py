@@ -110,19 +110,18 @@ async def post(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
             status = answer.status
             redirect = 300 <= status < 400
             wait = retry_after(answer.headers.get("Retry-After"), datetime.now(timezone.utc))
-            return Attempt(status, latency, "a redirect, not followed" if redirect else None,
-                           "redirect" if redirect else None, text or None, wait)
+            return Attempt(status, latency, "a redirect, not followed" if redirect else None, text or None, wait)
     except ssrf.Refused as refused:
-        return Attempt(None, took(), f"{refused.code}: {refused.message}", refused.code)
+        return Attempt(None, took(), f"{refused.code}: {refused.message}")
     except TimeoutError:
-        return Attempt(None, took(), f"no answer within {settings.webhook_timeout:g} s", "timeout")
+        return Attempt(None, took(), f"no answer within {settings.webhook_timeout:g} s")
     except aiohttp.ClientError as exc:
         refused = ssrf.refusal_in(exc)
         if refused is not None:
-            return Attempt(None, took(), f"{refused.code}: {refused.message}", refused.code)
-        return Attempt(None, took(), f"could not connect: {type(exc).__name__}", "connection")
+            return Attempt(None, took(), f"{refused.code}: {refused.message}")
+        return Attempt(None, took(), f"could not connect: {type(exc).__name__}")
     except OSError as exc:
-        return Attempt(None, took(), f"could not connect: {exc.strerror or type(exc).__name__}", "connection")
+        return Attempt(None, took(), f"could not connect: {exc.strerror or type(exc).__name__}")
 
 
 def target(url: str) -> str:
@@ -241,11 +240,10 @@ class WebhookWorker:
             body = payload(row)
             headers = webhook_signing.headers(signing, hook_id, int(time.time()), body)
         except secrets.SecretUnavailable:
-            answer = Attempt(None, 0.0, "its secret is sealed with a key this process lacks (SMSGW_SECRET_KEY)",
-                             "secret_unavailable")
+            answer = Attempt(None, 0.0, "its secret is sealed with a key this process lacks (SMSGW_SECRET_KEY)")
         except Exception as exc:  # a fault of ours before any request: said, and counted as a failed attempt
             log.error("webhook %s could not be prepared (%s)", hook_id, type(exc).__name__)
-            answer = Attempt(None, 0.0, f"smsgw could not prepare the request ({type(exc).__name__})", "internal")
+            answer = Attempt(None, 0.0, f"smsgw could not prepare the request ({type(exc).__name__})")
         else:
             answer = await post(self.session, row["url"], headers, body, self.settings, self.timeout)
         result = DeliveryResult(row["id"], row["attempts"], answer, self.settings.webhook_retry_schedule,

@@ -61,7 +61,7 @@ def test_a_failure_is_due_again_on_the_schedule_and_marks_the_endpoint_failing()
 
 def test_the_last_attempt_of_the_schedule_fails_the_delivery():
     last = claimed(delivery(attempts=7), NOW, 45)
-    recorded = after_attempt(result(Attempt(None, 15000, "no answer", "timeout"), attempt=8), last, endpoint(), NOW)
+    recorded = after_attempt(result(Attempt(None, 15000, "no answer"), attempt=8), last, endpoint(), NOW)
     assert recorded.outcome == FAILED
     assert (recorded.delivery["status"], recorded.delivery["next_attempt_at"]) == (FAILED, None)
 
