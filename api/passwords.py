@@ -24,8 +24,8 @@ class RotationFailed(Exception):
 def sealed_values(keyring: secrets.Keyring, values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` for an INSERT or UPDATE of gateways, the password sealed when a key is set."""
     values = dict(values)
-    if keyring.current is not None and values.get("password") is not None:
-        values["password"] = secrets.seal(keyring, values["password"], PURPOSE)
+    if values.get("password") is not None:
+        values["password"] = secrets.at_rest(keyring, values["password"], PURPOSE)
     return values
 
 

@@ -111,6 +111,12 @@ def seal(keyring: Keyring, plaintext: str, purpose: str) -> str:
     return header + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
 
 
+def at_rest(keyring: Keyring, plaintext: str, purpose: str) -> str:
+    """A secret as it is stored: sealed when SMSGW_SECRET_KEY is set, as given otherwise
+    (as before encryption was configured; ``smsgw secrets rotate-key`` seals it later)."""
+    return seal(keyring, plaintext, purpose) if keyring.current is not None else plaintext
+
+
 def unseal(keyring: Keyring, stored: str, purpose: str) -> str:
     """The plaintext of ``stored``: opened when sealed, as it is when it is plaintext.
 

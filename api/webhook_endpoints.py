@@ -131,11 +131,6 @@ def public(row: Mapping[str, Any], now: str | None = None) -> dict[str, Any]:
     }
 
 
-def sealed(keyring: secrets.Keyring, secret: str) -> str:
-    """A secret as it is stored: sealed when SMSGW_SECRET_KEY is set, as given otherwise."""
-    return secrets.seal(keyring, secret, PURPOSE) if keyring.current is not None else secret
-
-
 def signing_secrets(endpoint: Mapping[str, Any], keyring: secrets.Keyring, now: str | datetime) -> list[str]:
     """The secrets a delivery to ``endpoint`` (its row) is signed with: the current one and,
     while ``previous_secret_expires_at > now``, the previous one. SecretUnavailable when one
@@ -173,8 +168,8 @@ async def insert_endpoint(database, dialect: str, actor: audit.Actor, values: Ma
     secret = webhook_signing.new_secret()
     stamp = clock.now_iso()
     row = {"url": values["url"], "description": values.get("description"), "events": values["events"],
-           "gateway_ids": values.get("gateway_ids"), "is_active": True, "secret": sealed(keyring, secret),
-           "created_at": stamp, "updated_at": stamp}
+           "gateway_ids": values.get("gateway_ids"), "is_active": True,
+           "secret": secrets.at_rest(keyring, secret, PURPOSE), "created_at": stamp, "updated_at": stamp}
     async with db.write_transaction(database, dialect) as connection:
         endpoint_id = await connection.fetch_val(
             webhook_endpoints.insert().values(**row).returning(webhook_endpoints.c.id))
@@ -249,7 +244,7 @@ async def rotate_secret(database, dialect: str, actor: audit.Actor, endpoint_id:
             return None
         stamp = clock.now_iso()
         await connection.execute(webhook_endpoints.update().where(webhook_endpoints.c.id == endpoint_id).values(
-            secret=sealed(keyring, secret), previous_secret=current if grace else None,
+            secret=secrets.at_rest(keyring, secret, PURPOSE), previous_secret=current if grace else None,
             previous_secret_expires_at=clock.after(stamp, grace) if grace else None, updated_at=stamp))
         await audit.append(connection, dialect, actor, audit.WEBHOOK_SECRET_ROTATED, target_type="webhook_endpoint",
                            target_id=endpoint_id, details={"grace_seconds": grace})
