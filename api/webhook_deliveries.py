@@ -22,7 +22,7 @@ from api.responses import ApiError, ok
 from api.tables import webhook_deliveries, webhook_endpoints, webhook_events
 from api.validation import Field, ValidationFailed
 from api.webhook_endpoints import NOT_FOUND, endpoint_id_of, get_or_404, wake
-from api.webhook_schedule import DELIVERING, FAILED, PENDING, STATUSES, SUCCEEDED
+from api.webhook_schedule import DELIVERING, FAILED, PENDING, STATUSES, SUCCEEDED, started_over
 
 ENDED = (SUCCEEDED, FAILED)
 DELIVERY_NOT_FOUND = "Webhook delivery not found."
@@ -95,7 +95,7 @@ async def retry_delivery(database, dialect: str, actor: audit.Actor, delivery_id
         row = await connection.fetch_one(
             webhook_deliveries.update()
             .where(webhook_deliveries.c.id == delivery_id, webhook_deliveries.c.status != DELIVERING, ACTIVE_ENDPOINT)
-            .values(status=PENDING, attempts=0, next_attempt_at=now, updated_at=now)
+            .values(started_over(now))
             .returning(*webhook_deliveries.c))
         if row is not None:
             await audit.append(connection, dialect, actor, audit.WEBHOOK_RETRIED, target_type="webhook_delivery",
@@ -161,7 +161,7 @@ async def replay(database, dialect: str, actor: audit.Actor, endpoint_id: int, s
             webhook_deliveries.update()
             .where(sa.tuple_(webhook_deliveries.c.message_id, webhook_deliveries.c.sequence).in_(in_window),
                    webhook_deliveries.c.endpoint_id == endpoint_id, webhook_deliveries.c.status.in_(ENDED))
-            .values(status=PENDING, attempts=0, next_attempt_at=now, updated_at=now)
+            .values(started_over(now))
             .returning(webhook_deliveries.c.id))
         has_delivery = sa.exists().where(webhook_deliveries.c.endpoint_id == endpoint_id,
                                          webhook_deliveries.c.message_id == webhook_events.c.message_id,

@@ -95,6 +95,11 @@ class DeliveryResult:
 # --- the rules ----------------------------------------------------------------------
 
 
+def started_over(now: str) -> dict[str, Any]:
+    """A delivery sent again by a user (a retry, a replay): due now, its schedule from the start."""
+    return {"status": PENDING, "attempts": 0, "next_attempt_at": now, "updated_at": now}
+
+
 def claimed(delivery: Mapping[str, Any], now: str, lease: float) -> dict[str, Any]:
     """A due delivery taken by a worker: its attempt counted, due again when the lease ends."""
     return {**delivery, "status": DELIVERING, "attempts": delivery["attempts"] + 1,
