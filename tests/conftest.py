@@ -33,6 +33,18 @@ def database(request) -> dict[str, str]:
     drop_postgres_database(url)
 
 
+@pytest.fixture
+def empty_database(database, tmp_path) -> str:
+    """The URL of a database of the test's own, with nothing in it, on each database in turn
+    (for a test that migrates it, or not, and starts its own API or commands on it)."""
+    if "SMSGW_DATABASE_URL" not in database:
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    url = postgres_database_or_skip()
+    yield url
+    drop_postgres_database(url)
+
+
 @pytest.fixture(scope="session")
 def api(database, tmp_path_factory) -> Api:
     """The API as a real process, on each database in turn."""

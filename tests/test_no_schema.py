@@ -11,18 +11,7 @@ import httpx
 import pytest
 
 from api.db import NO_SCHEMA
-from tests.servers import drop_postgres_database, postgres_database_or_skip, run_smsgw, start_api
-
-
-@pytest.fixture
-def empty_database(database, tmp_path):
-    """The URL of a database with nothing in it."""
-    if "SMSGW_DATABASE_URL" not in database:
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    url = postgres_database_or_skip()
-    yield url
-    drop_postgres_database(url)
+from tests.servers import run_smsgw, start_api
 
 
 @pytest.mark.parametrize("command", [["apikey", "create", "--name", "me"], ["apikey", "list"], ["demo"],

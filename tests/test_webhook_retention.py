@@ -4,26 +4,15 @@ delivery waits for, older than SMSGW_WEBHOOK_RETENTION (on SQLite and PostgreSQL
 import asyncio
 import os
 
-import pytest
 import sqlalchemy as sa
 
 from api import clock, db, housekeeping
 from api.tables import gateways, messages, webhook_deliveries as deliveries, webhook_events as events
-from tests.servers import drop_postgres_database, postgres_database_or_skip, run_smsgw
+from tests.servers import run_smsgw
 
 
-@pytest.fixture
-def own_database(database, tmp_path):
-    if "SMSGW_DATABASE_URL" not in database:
-        yield f"sqlite:///{tmp_path / 'r.db'}"
-        return
-    url = postgres_database_or_skip()
-    yield url
-    drop_postgres_database(url)
-
-
-def test_old_ended_deliveries_and_their_events_go_and_the_rest_stays(own_database):
-    env = {"SMSGW_DATABASE_URL": own_database}
+def test_old_ended_deliveries_and_their_events_go_and_the_rest_stays(empty_database):
+    env = {"SMSGW_DATABASE_URL": empty_database}
     run_smsgw({**os.environ, **env}, "migrate")
     old, recent = clock.iso_after(-40 * 86400), clock.now_iso()
 

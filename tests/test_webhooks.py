@@ -20,7 +20,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.servers import (
-    Reply, StubGateway, create_postgres_database, drop_postgres_database, free_port, insert_webhook_endpoint,
+    Reply, StubGateway, drop_postgres_database, free_port, insert_webhook_endpoint,
     postgres_database_or_skip, start_api, start_webhook_receiver, wait_until,
 )
 
@@ -45,17 +45,6 @@ def own_database(database):
         yield {}
         return
     url = postgres_database_or_skip()
-    yield {"SMSGW_DATABASE_URL": url}
-    drop_postgres_database(url)
-
-
-@pytest.fixture
-def fresh_database(database):
-    """A database no other API uses (a test that starts an API of its own)."""
-    if "SMSGW_DATABASE_URL" not in database:
-        yield {}  # start_api makes a new SQLite file in its own directory
-        return
-    url = create_postgres_database()
     yield {"SMSGW_DATABASE_URL": url}
     drop_postgres_database(url)
 
@@ -320,8 +309,8 @@ def test_replay_sends_every_event_since_a_time_again(admin, receiver, gateway):
     assert sorted(ids) == sorted([f"msg_{message['id']}_1", f"msg_{message['id']}_2"] * 2)
 
 
-def test_a_private_address_is_refused_without_the_flag_and_at_delivery_when_dns_changes(tmp_path, fresh_database):
-    strict = start_api(tmp_path, **api_env(SMSGW_WEBHOOK_ALLOW_PRIVATE="0", **fresh_database))
+def test_a_private_address_is_refused_without_the_flag_and_at_delivery_when_dns_changes(tmp_path, empty_database):
+    strict = start_api(tmp_path, **api_env(SMSGW_WEBHOOK_ALLOW_PRIVATE="0", SMSGW_DATABASE_URL=empty_database))
     try:
         with httpx.Client(base_url=strict.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30) as c:
             for url in ("http://127.0.0.1:9/x", "http://localhost:9/x", "http://169.254.169.254/latest",
@@ -351,12 +340,12 @@ def test_a_private_address_is_refused_without_the_flag_and_at_delivery_when_dns_
         strict.process.stop()
 
 
-def test_kill_9_while_deliveries_are_pending_loses_none(fresh_database, tmp_path):
+def test_kill_9_while_deliveries_are_pending_loses_none(empty_database, tmp_path):
     """Every change that committed before the kill is delivered at least once after the restart:
     those waiting for their turn, and those whose request was under way (their lease ends)."""
     workdir = tmp_path / "api"
     workdir.mkdir()
-    env = api_env(**fresh_database)
+    env = api_env(SMSGW_DATABASE_URL=empty_database)
     api = start_api(workdir, **env)
     stub = StubGateway().start()
     receiver = start_webhook_receiver(tmp_path)
