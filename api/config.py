@@ -28,6 +28,8 @@ KNOWN_VARIABLES = frozenset({
     "SMSGW_GUARD_BODY_LIMIT", "SMSGW_GUARD_CACHE_TTL", "SMSGW_GUARD_CONFDIR", "SMSGW_GUARD_HEADER_TIMEOUT",
     "SMSGW_GUARD_HOST", "SMSGW_GUARD_IDLE_TIMEOUT", "SMSGW_GUARD_MAX_CONNECTIONS",
     "SMSGW_GUARD_MAX_CONNECTIONS_PER_CLIENT", "SMSGW_GUARD_PORT", "SMSGW_GUARD_TRUSTED_PROXIES",
+    "SMSGW_GUARD_METRICS_HOST", "SMSGW_GUARD_METRICS_PORT", "SMSGW_LOG_FORMAT", "SMSGW_LOG_LEVEL",
+    "SMSGW_METRICS_HOST", "SMSGW_METRICS_PORT",
     "SMSGW_HOUSEKEEPING_INTERVAL", "SMSGW_MAX_BATCH", "SMSGW_MAX_BODY_BYTES", "SMSGW_PUBLIC_URL",
     "SMSGW_PYTHON311", "SMSGW_QUEUED_GRACE", "SMSGW_REQUIRE_SERVICES", "SMSGW_SECRET_KEY",
     "SMSGW_SECRET_KEY_PREVIOUS", "SMSGW_SIMULATOR_DELAY", "SMSGW_SIMULATOR_HOST", "SMSGW_SIMULATOR_PASSWORD",
@@ -99,6 +101,13 @@ class Settings:
     webhook_interval: float = 1.0       # seconds between the worker's looks for work other processes queued
     webhook_retention: int = 30 * 24 * 3600  # seconds webhook events and ended deliveries are kept
     webhook_max_lag: float = 10.0       # seconds receipts may hold deliveries back (api.webhook_worker)
+    # Operability: Prometheus listeners of their own (never behind nginx), and one log format
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9180            # the API's /metrics; 0 turns it off
+    guard_metrics_host: str = "127.0.0.1"
+    guard_metrics_port: int = 9181      # the guard's /metrics; 0 turns it off
+    log_format: str = "text"            # "text" or "json", for every process's every line
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -161,6 +170,12 @@ class Settings:
             webhook_interval=_float(env, "SMSGW_WEBHOOK_INTERVAL", cls.webhook_interval, low=0.01),
             webhook_retention=_int(env, "SMSGW_WEBHOOK_RETENTION", cls.webhook_retention, low=60),
             webhook_max_lag=_float(env, "SMSGW_WEBHOOK_MAX_LAG", cls.webhook_max_lag, low=0),
+            metrics_host=env.get("SMSGW_METRICS_HOST") or cls.metrics_host,
+            metrics_port=_int(env, "SMSGW_METRICS_PORT", cls.metrics_port, low=0, high=65535),
+            guard_metrics_host=env.get("SMSGW_GUARD_METRICS_HOST") or cls.guard_metrics_host,
+            guard_metrics_port=_int(env, "SMSGW_GUARD_METRICS_PORT", cls.guard_metrics_port, low=0, high=65535),
+            log_format=_choice(env, "SMSGW_LOG_FORMAT", cls.log_format, ("text", "json")),
+            log_level=_choice(env, "SMSGW_LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
         )
 
 
@@ -169,6 +184,16 @@ def _keyring(env: dict[str, str]) -> secrets.Keyring:
         return secrets.keyring_from(env.get("SMSGW_SECRET_KEY"), env.get("SMSGW_SECRET_KEY_PREVIOUS"))
     except secrets.BadKey as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
 
 
 def _flag(env: dict[str, str], name: str) -> bool:
