@@ -63,15 +63,17 @@ class Nginx:
 
 
 def start_nginx(workdir: Path, config_name: str, api_port: int, guard_port: int,
-                more_api_ports: list[int] = (), certificate: tuple[Path, Path] | None = None) -> Nginx:
+                more_api_ports: list[int] = (), certificate: tuple[Path, Path] | None = None,
+                port: int | None = None) -> Nginx:
     """Serve ``deploy/nginx/<config_name>`` (or a template at an absolute path), rendered
     for this test's ports and paths under ``workdir``; ``more_api_ports`` adds API replicas
-    to the upstream, ``certificate`` (its chain and key) replaces a self-signed one."""
+    to the upstream, ``certificate`` (its chain and key) replaces a self-signed one, ``port``
+    (a free one by default) is where it listens."""
     assert NGINX, "nginx is not installed (make install installs it)"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "logs").mkdir(exist_ok=True)
     cert, key = certificate or self_signed(workdir)
-    port = free_port()
+    port = port or free_port()
     values = {
         "LISTEN": f"127.0.0.1:{port}",
         "API": " ".join(f"127.0.0.1:{p}" for p in (api_port, *more_api_ports)),
