@@ -6,6 +6,7 @@ CA's certificate, sent the way a gateway sends it to the address SMSGW_PUBLIC_UR
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -316,3 +317,74 @@ def test_a_receipt_reaches_smsgw_over_tls_from_a_private_ca(tmp_path):
         assert trusted.stdout.replace(" ", "") == '{"message":"DLRreceived"}'
         assert client.get(f"/api/sms-messages/{message['id']}").json()["data"]["delivery_status"] == "delivrd"
         assert gateway["callback_token"] not in nginx.logs()
+
+
+# --- smsgw inside the units' sandbox ------------------------------------------------
+
+def sandboxed(unit: str) -> tuple[str, ...]:
+    """A command prefix that runs what follows in ``unit``'s system-call sandbox
+    (tests/systemd_sandbox.py: its SystemCallFilter=, MemoryDenyWriteExecute=,
+    RestrictAddressFamilies= and NoNewPrivileges=, as systemd builds them)."""
+    return (sys.executable, "-m", "tests.systemd_sandbox", str(SYSTEMD / unit), "--")
+
+
+@needs_systemd_analyze
+def test_the_sandbox_is_real():
+    """What the units forbid fails under tests/systemd_sandbox.py, so the test below means something."""
+    probe = ("import mmap, os, socket\n"
+             "for attempt in (lambda: mmap.mmap(-1, 4096, prot=7), lambda: socket.socket(socket.AF_PACKET, 3),\n"
+             "                lambda: socket.socket(socket.AF_NETLINK, 2), lambda: os.chroot('/')):\n"
+             "    try:\n"
+             "        attempt(); print('allowed')\n"
+             "    except OSError as e:\n"
+             "        print(e.errno)\n")
+    result = subprocess.run([*sandboxed("smsgw-api.service"), sys.executable, "-c", probe],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "97", "97", "1"]  # EPERM, EAFNOSUPPORT x2, EPERM
+
+
+@needs_systemd_analyze
+def test_smsgw_works_inside_the_units_sandbox(database, tmp_path):
+    """`smsgw migrate`, `smsgw api` and `smsgw guard` in their units' sandboxes (no memory
+    both writable and executable, @system-service calls only, AF_UNIX/INET/INET6 only):
+    a gateway's password sealed with AES-GCM, a send through aiohttp, a receipt through
+    the guard's mitmproxy, on each database."""
+    from api import secrets
+    from tests.servers import SMSGW, healthy, start, wait_for_start
+
+    port = free_port()
+    env = {**os.environ, "SMSGW_DATABASE_URL": f"sqlite:///{tmp_path / 'smsgw.db'}", "SMSGW_API_HOST": "127.0.0.1",
+           "SMSGW_API_PORT": str(port), "SMSGW_SECRET_KEY": secrets.generate_key(), "SMSGW_LOG_FORMAT": "json",
+           **database}
+    migrated = subprocess.run([*sandboxed("smsgw-api.service"), *SMSGW, "migrate"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+    with contextlib.ExitStack() as started:
+        api = start(env, [*sandboxed("smsgw-api.service"), *SMSGW, "api"], tmp_path / "api.log")
+        started.callback(api.stop)
+        url = f"http://127.0.0.1:{port}"
+        wait_for_start(api, lambda: healthy(url + "/healthz"), "the API in its sandbox")
+        guard = start_guard(tmp_path, env, url, prefix=sandboxed("smsgw-guard.service"))
+        started.callback(guard.process.stop)
+        stub = StubGateway().start()
+        started.callback(stub.stop)
+        key = run_smsgw(env, "apikey", "create", "--name", "sandbox").stdout.strip().splitlines()[-1]
+        client = started.enter_context(httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}))
+        gateway = client.post("/api/sms-gateways", json={
+            "name": "sandboxed", "server_host": "127.0.0.1", "server_port": stub.port, "api_path": "secure/send",
+            "username": "u", "password": "sealed-password", "default_sender_id": "X"}).json()["data"]
+        stub.answer(200, {"data": 'Success "sandbox-1'})
+        sent = client.post(f"/api/sms-gateways/{gateway['id']}/send", json={"to_number": "+14155550101",
+                                                                        "message": "m"})
+        assert sent.status_code == 201, sent.text
+        # the password, sealed at rest, unsealed to authenticate the send
+        assert stub.received[-1].headers["Authorization"] == "Basic " + base64.b64encode(b"u:sealed-password").decode()
+        receipt = httpx.post(f"{guard.url}/webhooks/jasmin/{gateway['id']}/dlr",
+                             params={"token": gateway["callback_token"]},
+                             data={"id": "sandbox-1", "message_status": "DELIVRD"})
+        assert receipt.status_code == 200, receipt.text
+        message = client.get(f"/api/sms-messages/{sent.json()['data']['id']}").json()["data"]
+        assert message["delivery_status"] == "delivrd"
+        for log in (api.log(), guard.log):
+            assert "Operation not permitted" not in log and "Traceback" not in log
