@@ -388,3 +388,43 @@ def test_smsgw_works_inside_the_units_sandbox(database, tmp_path):
         assert message["delivery_status"] == "delivrd"
         for log in (api.log(), guard.log):
             assert "Operation not permitted" not in log and "Traceback" not in log
+
+
+# --- the README's "Deployment" section ----------------------------------------------
+
+def deployment_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Deployment\n")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_the_deployment_section_names_only_shipped_files_and_real_commands():
+    section = deployment_section()
+    shipped = set(re.findall(r"/usr/local/src/smsgw/(deploy/[\w./-]+)", section))
+    assert {"deploy/systemd/smsgw.env", "deploy/systemd/smsgw-api.service", "deploy/systemd/smsgw-guard.service",
+            "deploy/systemd/smsgw-admin", "deploy/nginx/render", "deploy/nginx/private-ca"} <= shipped
+    for path in shipped:
+        assert (ROOT / path).exists(), path
+    commands = set(re.findall(r"(?:smsgw-admin|/opt/smsgw/bin/smsgw) ([a-z][a-z-]*(?: [a-z][a-z-]*)?)", section))
+    assert {"apikey create", "audit verify", "secrets generate-key", "secrets rotate-key"} <= commands
+    for command in commands:
+        shown = run_smsgw(dict(os.environ), *command.split(), "--help", check=False)
+        assert shown.returncode == 0, f"smsgw {command}: {shown.stderr}"
+    assert "systemctl enable --now smsgw-api smsgw-guard" in section
+
+
+def test_the_settings_steps_work_as_written(tmp_path):
+    """Step 2's sed lines, run on a copy of the shipped smsgw.env (the install prefix
+    substituted, as for the units), leave settings smsgw accepts: a secret key, and
+    the public URL with its port."""
+    env_file = tmp_path / "smsgw.env"
+    shutil.copy(SYSTEMD / "smsgw.env", env_file)
+    steps = [line for line in deployment_section().splitlines() if line.startswith("sed -i \"s|^SMSGW_")]
+    assert len(steps) == 2
+    for step in steps:
+        step = step.replace("/etc/smsgw/smsgw.env", str(env_file)).replace(PREFIX, sys.prefix)
+        subprocess.run(["sh", "-c", step], check=True, timeout=60)
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and line[0] != "#")
+    settings = config.Settings.from_env(values)
+    assert settings.keyring.current is not None
+    assert settings.public_url == "https://sms.example.com:8443"
