@@ -14,6 +14,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -316,6 +317,17 @@ def test_a_receipt_reaches_smsgw_over_tls_from_a_private_ca(tmp_path):
         assert trusted.returncode == 0, trusted.stderr
         assert trusted.stdout.replace(" ", "") == '{"message":"DLRreceived"}'
         assert client.get(f"/api/sms-messages/{message['id']}").json()["data"]["delivery_status"] == "delivrd"
+
+        # The README's step 6 as written, but for the operator's own choices (host name,
+        # CA path), and smsgw-admin, which runs smsgw as the user smsgw, here as ourselves.
+        step = readme_block("**6. The first API key")
+        for written, here in (("https://sms.example.com:8443", public), ("/etc/ssl/smsgw/ca.crt", str(ca))):
+            assert written in step
+            step = step.replace(written, here)
+        shell = f'smsgw-admin() {{ "{sys.executable}" -m api.cli "$@"; }}\nset -e\n{step}'
+        ran = subprocess.run(["bash", "-c", shell], env=api.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.strip().splitlines()[-1].replace(" ", "") == '{"message":"DLRreceived"}'
         assert gateway["callback_token"] not in nginx.logs()
 
 
@@ -390,12 +402,37 @@ def test_smsgw_works_inside_the_units_sandbox(database, tmp_path):
             assert "Operation not permitted" not in log and "Traceback" not in log
 
 
+
+# --- what `pip install /usr/local/src/smsgw` installs ---------------------------------
+
+def test_the_package_built_from_the_checkout_holds_every_file_of_smsgw(tmp_path):
+    """The tests run from an editable install, which reads the checkout; a deployment
+    installs a built package. Every file git tracks under api/, guard/ and simulator/
+    (migrations, templates, assets) must be in it, or the installed smsgw lacks it."""
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path),
+                            str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("smsgw-*.whl")
+    packaged = set(zipfile.ZipFile(wheel).namelist())
+    tracked = subprocess.run(["git", "ls-files", "api", "guard", "simulator"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert "api/migrations/versions/0001_initial.py" in tracked
+    assert sorted(set(tracked) - packaged) == []
+
+
 # --- the README's "Deployment" section ----------------------------------------------
 
 def deployment_section() -> str:
     text = (ROOT / "README.md").read_text()
     start = text.index("## Deployment\n")
     return text[start:text.index("\n## ", start + 1)]
+
+
+def readme_block(step: str) -> str:
+    """The first ```sh block after ``step`` in the "Deployment" section."""
+    section = deployment_section()
+    after = section[section.index(step):]
+    return after.partition("```sh\n")[2].partition("```")[0]
 
 
 def test_the_deployment_section_names_only_shipped_files_and_real_commands():
