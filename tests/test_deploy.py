@@ -76,14 +76,15 @@ def test_the_units_pass_systemd_analyze_verify(tmp_path):
 
 @needs_systemd_analyze
 def test_verify_does_check_the_command_paths(tmp_path):
-    """The check above means something offline: left as shipped, /opt/smsgw/bin/smsgw
-    does not exist here, and verify says so."""
+    """The check above means something offline: with a prefix where smsgw is not
+    installed, verify fails and names the command."""
+    missing = tmp_path / "not-installed"
     for name in UNITS:
-        shutil.copy(SYSTEMD / name, tmp_path / name)
+        (tmp_path / name).write_text((SYSTEMD / name).read_text().replace(PREFIX, str(missing)))
     result = subprocess.run([SYSTEMD_ANALYZE or "systemd-analyze", "verify", *UNITS],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode != 0
-    assert "/opt/smsgw/bin/smsgw is not executable" in result.stderr
+    assert f"{missing}/bin/smsgw is not executable" in result.stderr
 
 
 HARDENING = {
