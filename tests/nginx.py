@@ -35,12 +35,20 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def render(config: str, replacements: dict[str, str]) -> str:
-    """Replace each placeholder; every one must occur, or the shipped file changed under the test."""
-    for old, new in replacements.items():
-        assert old in config, f"{old!r} is no longer in the shipped nginx config"
-        config = config.replace(old, new)
-    return config
+def render(template: str | Path, **values: str) -> str:
+    """``deploy/nginx/render TEMPLATE NAME=VALUE ...``, the documented way to choose the
+    ports, upstreams and paths, and the only change the tests make to a shipped config."""
+    result = subprocess.run([str(DEPLOY / "render"), str(template), *(f"{k}={v}" for k, v in values.items())],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def placeholders(template: str | Path) -> set[str]:
+    """The names a template defines at its top: ``deploy/nginx/render --names TEMPLATE``."""
+    result = subprocess.run([str(DEPLOY / "render"), "--names", str(template)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
 
 
 @dataclass
@@ -55,26 +63,28 @@ class Nginx:
 
 
 def start_nginx(workdir: Path, config_name: str, api_port: int, guard_port: int,
-                more_api_ports: list[int] = ()) -> Nginx:
-    """Serve ``deploy/nginx/<config_name>`` (or a file at an absolute path) with only
-    ports and file paths changed; ``more_api_ports`` adds API replicas to the upstream."""
+                more_api_ports: list[int] = (), certificate: tuple[Path, Path] | None = None,
+                port: int | None = None) -> Nginx:
+    """Serve ``deploy/nginx/<config_name>`` (or a template at an absolute path), rendered
+    for this test's ports and paths under ``workdir``; ``more_api_ports`` adds API replicas
+    to the upstream, ``certificate`` (its chain and key) replaces a self-signed one, ``port``
+    (a free one by default) is where it listens."""
     assert NGINX, "nginx is not installed (make install installs it)"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "logs").mkdir(exist_ok=True)
-    cert, key = self_signed(workdir)
-    port = free_port()
-    source = Path(config_name) if os.path.isabs(config_name) else DEPLOY / config_name
-    site = render(source.read_text(), {
-        "listen 8443 ssl;": f"listen 127.0.0.1:{port} ssl;",
-        "server 127.0.0.1:8000;": "".join(f"server 127.0.0.1:{p};\n    " for p in (api_port, *more_api_ports)),
-        "server 127.0.0.1:8080;": f"server 127.0.0.1:{guard_port};",
-        "/etc/ssl/smsgw/fullchain.pem": str(cert),
-        "/etc/ssl/smsgw/privkey.pem": str(key),
-        "/var/log/nginx/": f"{workdir}/logs/",
-    })
-    if "/var/lib/nginx/smsgw-guard" in site:
-        site = site.replace("/var/lib/nginx/smsgw-guard", f"{workdir}/guard-cache")
-    (workdir / "smsgw.conf").write_text(site)
+    cert, key = certificate or self_signed(workdir)
+    port = port or free_port()
+    values = {
+        "LISTEN": f"127.0.0.1:{port}",
+        "API": " ".join(f"127.0.0.1:{p}" for p in (api_port, *more_api_ports)),
+        "GUARD": f"127.0.0.1:{guard_port}",
+        "CERTIFICATE": str(cert),
+        "CERTIFICATE_KEY": str(key),
+        "LOG_DIR": f"{workdir}/logs",
+        "CACHE_DIR": f"{workdir}/guard-cache",
+    }
+    (workdir / "smsgw.conf").write_text(render(config_name, **{k: v for k, v in values.items()
+                                                               if k in placeholders(config_name)}))
     temp = workdir / "temp"
     (workdir / "nginx.conf").write_text(f"""
 daemon off;

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.nginx import NGINX, nginx_stack, send_message
-from tests.servers import services_required
+from tests.servers import services_required, wait_until
 
 if NGINX is None and not services_required():
     pytest.skip("nginx is not installed (make install installs it)", allow_module_level=True)
@@ -163,3 +163,11 @@ def test_with_the_guard_down_receipts_are_refused_with_503(stack, send):
     assert response.status_code == 503 and response.json() == {"message": "Service unavailable."}
     assert response.headers["Retry-After"] == "1"  # a gateway's retry, not a refusal
     assert status_of(stack, message) == "submitted"
+    # Why, in the access log: the guard's address and nginx's 502 for it (the error log
+    # cannot say, for it would hold the query string), and no token.
+    request_id = response.headers["X-Request-ID"]
+    wait_until(lambda: f"request_id={request_id} " in stack["nginx"].logs(), what="the 503's access-log line")
+    [line] = [line for line in stack["nginx"].logs().splitlines() if f"request_id={request_id} " in line]
+    assert f'"POST /webhooks/jasmin/{stack["gateway"]["id"]}/dlr HTTP/1.1" 503 ' in line
+    assert f"guard=127.0.0.1:{stack['guard'].port} guard_status=502 " in line
+    assert "never-seen-before-token" not in stack["nginx"].logs()

@@ -4,12 +4,13 @@ what nginx answers by itself, and exactly which headers it sends upstream."""
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
 
 from tests.nginx import NGINX, nginx_before_stubs, raw_exchange
-from tests.servers import services_required
+from tests.servers import services_required, wait_until
 
 if NGINX is None and not services_required():
     pytest.skip("nginx is not installed (make install installs it)", allow_module_level=True)
@@ -82,6 +83,71 @@ def test_receipts_reuse_upstream_connections(front):
         assert response.status_code == 200
     assert len(upstream.received) - before == 10
     assert len(accepted) <= 2, f"{len(accepted)} upstream connections for 10 receipts"
+
+
+# --- the request id ----------------------------------------------------------
+
+def access_log_line(front, request_id: str, path: str) -> str:
+    """The access-log line of the request to ``path`` with this id (nginx writes it as the
+    request ends; a client's id may come again, on another path)."""
+    def lines():
+        return [line for line in front["nginx"].logs().splitlines()
+                if f"request_id={request_id} " in line and f" {path} HTTP/1.1" in line]
+    wait_until(lambda: lines(), what=f"the access-log line of {request_id}")
+    [line] = lines()
+    return line
+
+
+@pytest.mark.parametrize("claimed, kept", [
+    (None, False),
+    ("app-7f3a.retry_2:req-0001", True),      # an id an app chose: passed on as it is
+    ("A" * 128, True),
+    ("A" * 129, False),                        # too long
+    ("two words", False),
+    ('quote" injected=1', False),              # would forge a field in the access log
+    ("", False),
+], ids=["none", "well-formed", "128-chars", "129-chars", "space", "quote", "empty"])
+@pytest.mark.parametrize("path, kwargs", [
+    (f"/webhooks/jasmin/7/dlr?token={CANARY}", {"data": {"id": "x"}}),
+    ("/api/sms-gateways", {}),
+], ids=["receipt", "management-api"])
+def test_every_hop_and_the_access_log_get_one_request_id(front, claimed, kept, path, kwargs):
+    """The client's X-Request-ID when well-formed, else nginx's own: the same id at the
+    guard (its check, or the receipt it forwards), at the API, in the answer and in the
+    access log's line, which also says which upstream answered and how."""
+    headers = {} if claimed is None else {"X-Request-ID": claimed}
+    before = {name: len(front[name].received) for name in ("api", "guard")}
+    response = httpx.post(front["nginx"].url + path, verify=False, headers=headers, **kwargs)
+    assert response.status_code == 200, response.text
+    [request_id] = response.headers.get_list("x-request-id")
+    if kept:
+        assert request_id == claimed
+    else:
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id
+    seen = [request for name in ("api", "guard") for request in front[name].received[before[name]:]]
+    assert seen, "nothing reached an upstream"
+    for request in seen:
+        sent = {name.lower(): value for name, value in request.headers.items()}
+        assert sent.get("x-request-id") == request_id, f"{request.method} {request.path.partition('?')[0]}"
+    line = access_log_line(front, request_id, path.partition("?")[0])
+    assert '" 200 ' in line
+    upstream = front["api"] if front["config"] == "smsgw.conf" or "/dlr" not in path else front["guard"]
+    assert f"upstream=127.0.0.1:{upstream.port} upstream_status=200" in line
+    if front["config"] == "smsgw.conf" and "/dlr" in path:
+        assert f"guard=127.0.0.1:{front['guard'].port} " in line or "guard_cache=HIT" in line
+    assert CANARY not in front["nginx"].logs()
+
+
+def test_each_request_without_an_id_gets_its_own(front):
+    ids = {httpx.get(front["nginx"].url + "/healthz", verify=False).headers["x-request-id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+def test_nginx_s_own_error_answers_carry_the_request_id_too(front):
+    response = httpx.get(front["nginx"].url + "/nowhere", verify=False, headers={"X-Request-ID": "lost-1"})
+    assert response.status_code == 404 and response.json() == {"message": "Not found."}
+    assert response.headers.get_list("x-request-id") == ["lost-1"]
+    assert "upstream=- upstream_status=-" in access_log_line(front, "lost-1", "/nowhere")
 
 
 # --- what nginx answers by itself ----------------------------------------------

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.nginx import NGINX, nginx_stack, send_message
-from tests.servers import services_required
+from tests.servers import services_required, wait_until
 
 if NGINX is None and not services_required():
     pytest.skip("nginx is not installed (make install installs it)", allow_module_level=True)
@@ -55,3 +55,25 @@ def test_with_the_api_down_the_answer_is_a_plain_503(stack):
     assert response.status_code == 503
     assert response.json() == {"message": "Service unavailable."}
     assert "127.0.0.1" not in response.text
+    # The guard answered (a connect time), with its 502: the API behind it is down.
+    line = access_log_line(stack, response.headers["X-Request-ID"])
+    assert f"upstream=127.0.0.1:{stack['guard'].port} upstream_status=502 connect_time=0" in line
+
+
+def test_with_the_guard_down_the_access_log_says_so(stack):
+    """After the API's: it stops the guard too. The receipt's 503 is explained in the
+    access log (nginx could not connect to the guard), never with its query string."""
+    stack["guard"].process.stop()
+    response = dlr(stack, params={"token": "never-seen-before-token"})
+    assert response.status_code == 503 and response.json() == {"message": "Service unavailable."}
+    line = access_log_line(stack, response.headers["X-Request-ID"])
+    assert f"upstream=127.0.0.1:{stack['guard'].port} upstream_status=502 connect_time=-" in line
+    assert "never-seen-before-token" not in stack["nginx"].logs()
+
+
+def access_log_line(stack, request_id: str) -> str:
+    def lines():
+        return [line for line in stack["nginx"].logs().splitlines() if f"request_id={request_id} " in line]
+    wait_until(lambda: lines(), what="the access-log line")
+    [line] = lines()
+    return line
