@@ -56,7 +56,7 @@ def new_request_id() -> str:
 
 # A number in international form: + (or its URL encoding) and 8 to 15 digits, not inside a
 # longer run of digits. What smsgw stores and sends is E.164, so that is how numbers appear.
-PHONE = re.compile(r"(?<![\w+])(\+|%2[bB])(\d{8,15})(?!\d)")
+PHONE = re.compile(r"((?<![\d+])\+|%2[bB])(\d{8,15})(?!\d)")
 # The query string of a URL (Jasmin's HTTP API takes the password there; a DLR URL the token).
 URL_QUERY = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 # user:password@ in a URL (a database URL, a gateway's).

@@ -7,8 +7,9 @@ admit. Nothing reaches the API unless this addon said so.
 
 Each request has an id (``api.logs``): the ``X-Request-ID`` it came with when well-formed
 (from anyone: it is only an id, and its form is checked), a new one otherwise. It is
-forwarded to the API, sent back on every answer, in the body of every refusal, and on
-every line the guard logs about the request.
+forwarded to the API, sent back on every answer (refusals too) in ``X-Request-ID``, and
+on every line the guard logs about the request. A refusal's body stays the same for
+every request: it tells nothing but the refusal.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ CHECK_PATH = "/_guard/check"  # nginx's auth_request asks here
 def reply(flow: http.HTTPFlow, status: int, body: dict | None = None, retry_after: int | None = None,
           close: bool = False) -> None:
     request_id = flow.metadata.get(REQUEST_ID)
-    if body is not None and request_id is not None:
-        body = {**body, "request_id": request_id}
     content = json.dumps(body).encode() if body is not None else b""
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if request_id is not None:

@@ -9,7 +9,6 @@ from mitmproxy.test import taddons, tflow
 from guard import decision
 from guard.addon import Guard
 from guard.store import Credentials
-from tests.servers import error_body
 
 TOKEN = "a-valid-callback-token-0123456789"
 
@@ -129,7 +128,7 @@ def test_a_token_the_guard_could_not_check_is_a_503_with_retry_after_never_a_403
     flow = run(Guard(Unchecked()), "/webhooks/jasmin/1/dlr?token=" + "b" * 30)
     assert flow.response.status_code == 503
     assert flow.response.headers["Retry-After"] == "1"
-    assert error_body(flow.response) == {"message": decision.RETRY.message}
+    assert flow.response.json() == {"message": decision.RETRY.message}
     check = run(Guard(Unchecked()), "/_guard/check", method="GET",
                 headers={"X-Original-Method": "POST", "X-Original-URI": "/webhooks/jasmin/1/dlr?token=" + "b" * 30})
     assert (check.response.status_code, check.response.headers.get("Retry-After")) == (503, "1")
@@ -181,4 +180,4 @@ def test_a_folded_header_is_a_400_that_ends_the_connection():
                headers={"X-Note": "a\r\n Transfer-Encoding: chunked"})
     assert flow.response.status_code == 400
     assert flow.response.headers["Connection"] == "close"
-    assert error_body(flow.response) == {"message": "Bad request."}
+    assert flow.response.json() == {"message": "Bad request."}
