@@ -345,3 +345,46 @@ def test_the_simulator_and_the_receiver_say_a_taken_port_in_json(tmp_path, comma
     assert any(line["level"] == "ERROR" and str(port) in line["message"] for line in logged), printed
     # the receiver's own output (what it listens on, then one line per event) is printed, not logged
     assert all(line.startswith("{") or line.startswith("webhook receiver listening") for line in printed), printed
+
+
+def test_an_unhandled_error_is_a_500_in_the_contract_s_shape_with_the_id_on_its_line():
+    """api.accesslog, the outermost layer, with an app that fails: the 500 body names the
+    request, and so does the error line (its text, which may hold a request's data, is not logged)."""
+    import asyncio
+    import io
+
+    from api.accesslog import AccessLog
+
+    async def failing(scope, receive, send):
+        detail = "private detail " + scope["path"]  # a request's data, as an exception may carry
+        raise RuntimeError(detail)
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": "/api/x", "headers": [(b"x-request-id", b"boom-1")],
+             "client": ("127.0.0.1", 5)}
+    out = io.StringIO()
+    handler = logs.make_handler("json")
+    handler.setStream(out)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level, root.level = root.level, logging.INFO
+    try:
+        asyncio.run(AccessLog(failing)(scope, receive, send))
+    finally:
+        root.removeHandler(handler)
+        root.level = level
+    start, body = sent
+    assert start["status"] == 500 and (b"x-request-id", b"boom-1") in start["headers"]
+    assert json.loads(body["body"]) == {"message": "Internal server error.", "request_id": "boom-1"}
+    failed, access = json_lines(out.getvalue())
+    assert (failed["logger"], failed["level"], failed["request_id"]) == ("smsgw.api", "ERROR", "boom-1")
+    assert "RuntimeError" in failed["message"] and "private detail" not in failed["message"]
+    assert (access["logger"], access["status"], access["request_id"]) == ("smsgw.access", 500, "boom-1")
+    assert logs.REQUEST_ID.get() is None  # the id ends with the request
