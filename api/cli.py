@@ -178,12 +178,11 @@ def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_simulator(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api import logs
     from simulator.app import Credentials, Knobs, create_app
 
     knobs = Knobs(delay=settings.simulator_delay, retry_delay=settings.simulator_retry_delay)
     app = create_app(Credentials(settings.simulator_username, settings.simulator_password), knobs)
-    from api import logs
-
     uvicorn.run(app, host=settings.simulator_host, port=settings.simulator_port, access_log=False,
                 log_config=logs.dict_config(settings.log_format, settings.log_level), log_level="warning",
                 server_header=False)
@@ -199,6 +198,7 @@ def cmd_webhook_receiver(settings: Settings, args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from api import logs
     from simulator.receiver import create_app
 
     env_secrets = [s.strip() for s in os.environ.get("SMSGW_WEBHOOK_SECRET", "").split(",") if s.strip()]
@@ -215,8 +215,6 @@ def cmd_webhook_receiver(settings: Settings, args: argparse.Namespace) -> int:
     check = (f"verifying signatures with {len(secrets)} secret{'s' if len(secrets) > 1 else ''}" if secrets else
              "NOT verifying signatures (no --secret or SMSGW_WEBHOOK_SECRET): every event is recorded unverified")
     print(f"webhook receiver listening on http://{args.host}:{args.port}/ (POST to any path); {check}", flush=True)
-    from api import logs
-
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, server_header=False,
                 log_config=logs.dict_config(settings.log_format, settings.log_level), log_level="warning")
     return 0
