@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from api.config import ConfigError, Settings
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Quiet the libraries whose INFO lines name URLs: an outbound URL can carry
-    # credentials (Jasmin's HTTP API takes them as parameters), a database URL a password.
-    for name in ("alembic.runtime.plugins", "httpx", "httpcore", "databases"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+def configure_logging(settings: Settings | None = None) -> None:
+    """Every line of this process through api.logs (SMSGW_LOG_FORMAT, SMSGW_LOG_LEVEL); with
+    settings that do not parse, the defaults (the command then says what is wrong)."""
+    from api import logs
+
+    if settings is None:
+        try:
+            settings = Settings.from_env()
+        except ConfigError:
+            pass
+    logs.configure(settings)
 
 
 def worker_app():
@@ -23,7 +27,7 @@ def worker_app():
     uvicorn, so smsgw's logging is set up here as well as in the parent."""
     from api.app import create_app
 
-    configure_logging()
+    configure_logging()  # uvicorn applied api.logs.dict_config already; this makes sure of it
     return create_app()
 
 
@@ -39,7 +43,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    from api import db
+    from api import db, logs
 
     if not asyncio.run(db.has_schema(settings.database_url)):
         print(f"smsgw: {db.NO_SCHEMA}", file=sys.stderr)
@@ -56,7 +60,9 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         # uvicorn's access log prints query strings, where callback tokens
         # travel; smsgw's AccessLog writes a line without them instead.
         access_log=False,
-        log_level="info",
+        # uvicorn's lines through api.logs, in this process and in each worker it spawns
+        log_config=logs.dict_config(settings.log_format, settings.log_level),
+        log_level=settings.log_level.lower(),
         proxy_headers=False,
         server_header=False,
     )
@@ -172,12 +178,14 @@ def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_simulator(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api import logs
     from simulator.app import Credentials, Knobs, create_app
 
     knobs = Knobs(delay=settings.simulator_delay, retry_delay=settings.simulator_retry_delay)
     app = create_app(Credentials(settings.simulator_username, settings.simulator_password), knobs)
-    uvicorn.run(app, host=settings.simulator_host, port=settings.simulator_port,
-                access_log=False, log_level="warning", server_header=False)
+    uvicorn.run(app, host=settings.simulator_host, port=settings.simulator_port, access_log=False,
+                log_config=logs.dict_config(settings.log_format, settings.log_level), log_level="warning",
+                server_header=False)
     return 0
 
 
@@ -190,6 +198,7 @@ def cmd_webhook_receiver(settings: Settings, args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from api import logs
     from simulator.receiver import create_app
 
     env_secrets = [s.strip() for s in os.environ.get("SMSGW_WEBHOOK_SECRET", "").split(",") if s.strip()]
@@ -206,7 +215,8 @@ def cmd_webhook_receiver(settings: Settings, args: argparse.Namespace) -> int:
     check = (f"verifying signatures with {len(secrets)} secret{'s' if len(secrets) > 1 else ''}" if secrets else
              "NOT verifying signatures (no --secret or SMSGW_WEBHOOK_SECRET): every event is recorded unverified")
     print(f"webhook receiver listening on http://{args.host}:{args.port}/ (POST to any path); {check}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning", server_header=False)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, server_header=False,
+                log_config=logs.dict_config(settings.log_format, settings.log_level), log_level="warning")
     return 0
 
 

@@ -1,7 +1,8 @@
 """The contract's response shapes, and the handlers that keep every error in them.
 
 Success: ``{"message": ..., "data": ...}``. Failure: ``{"message": ...}``, with
-``"errors": {field: [...]}`` for anything a client can correct. No traceback,
+``"errors": {field: [...]}`` for anything a client can correct, and ``"request_id"``
+(the ``X-Request-ID`` of the request, to find its lines in the log). No traceback,
 stored secret or internal detail ever leaves in a body.
 """
 
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.logs import REQUEST_ID
 from api.validation import ValidationFailed
 
 REASONS = {
@@ -58,6 +60,8 @@ def error(
     body: dict[str, Any] = {"message": message or REASONS.get(status, "Error.")}
     if errors is not None:
         body["errors"] = errors
+    if (request_id := REQUEST_ID.get()) is not None:
+        body["request_id"] = request_id
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -258,6 +258,11 @@ async def record_outcome(pipeline, message_id: int, gateway_id: int, outcome: Ou
     It is the only record of an SMS that may have gone out, so while the database
     is away it is tried again for about 15 s before the error is let through (the
     message then stays ``queued`` and housekeeping marks it interrupted)."""
+    if not outcome.ok:  # once per attempt, synchronous or dispatched: which gateway failed, and why
+        log.warning("send failed: message %s, gateway %s, failure_code %s: %s", message_id, gateway_id,
+                    outcome.failure_code, outcome.failure_reason, extra={
+                        "message_id": message_id, "gateway_id": gateway_id, "failure_code": outcome.failure_code,
+                        "failure_reason": outcome.failure_reason})
     change = changes.SendOutcome(message_id, gateway_id, outcome, **options)
     for pause in OUTCOME_RETRIES:
         try:

@@ -4,6 +4,12 @@ It fails closed. mitmproxy logs an exception raised in a hook and forwards the
 request anyway, so every hook here catches everything itself and answers 503;
 and ``request`` refuses any flow that ``requestheaders`` did not explicitly
 admit. Nothing reaches the API unless this addon said so.
+
+Each request has an id (``api.logs``): the ``X-Request-ID`` it came with when well-formed
+(from anyone: it is only an id, and its form is checked), a new one otherwise. It is
+forwarded to the API, sent back on every answer (refusals too) in ``X-Request-ID``, and
+on every line the guard logs about the request. A refusal's body stays the same for
+every request: it tells nothing but the refusal.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 
 from mitmproxy import http
 
-from api import clock
+from api import clock, logs
 from api.peer import client_address_from
 from guard import decision
 from guard.decision import Verdict
@@ -22,14 +28,18 @@ from guard.store import TokenStore
 log = logging.getLogger("smsgw.guard")
 
 ADMITTED = "smsgw_guard_admitted"
+REQUEST_ID = "smsgw_request_id"  # the flow's id, in flow.metadata
 HEALTH_PATH = "/_guard/health"
 CHECK_PATH = "/_guard/check"  # nginx's auth_request asks here
 
 
 def reply(flow: http.HTTPFlow, status: int, body: dict | None = None, retry_after: int | None = None,
           close: bool = False) -> None:
+    request_id = flow.metadata.get(REQUEST_ID)
     content = json.dumps(body).encode() if body is not None else b""
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    if request_id is not None:
+        headers[logs.HEADER] = request_id
     if retry_after is not None:  # "not checked, try again": a gateway's retry, not a refusal
         headers["Retry-After"] = str(retry_after)
     if close:  # mitmproxy ends the connection once this answer is sent
@@ -74,12 +84,18 @@ class Guard:
         self.trusted_proxies = trusted_proxies
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        request_id = logs.request_id_from(flow.request.headers.get(logs.HEADER))
+        flow.metadata[REQUEST_ID] = request_id
+        flow.request.headers[logs.HEADER] = request_id  # the API (or nginx, asking) sees this one only
+        current = logs.REQUEST_ID.set(request_id)  # on the lines the decision makes (the store's)
         try:
             await self._decide(flow)
         except Exception as exc:  # fail closed, whatever went wrong
             log.error("guard could not decide (%s); answered 503", type(exc).__name__)
             flow.metadata.pop(ADMITTED, None)
             refuse(flow, decision.UNAVAILABLE)
+        finally:
+            logs.REQUEST_ID.reset(current)
 
     def request(self, flow: http.HTTPFlow) -> None:
         """Runs once the whole request is read, whatever the client's protocol."""
@@ -95,17 +111,24 @@ class Guard:
                 flow.client_conn.peername[0], flow.request.headers.get_all("X-Forwarded-For"),
                 self.trusted_proxies))
         except Exception as exc:  # fail closed
-            log.error("guard could not frame an admitted request (%s); answered 503", type(exc).__name__)
+            log.error("guard could not frame an admitted request (%s); answered 503", type(exc).__name__,
+                      extra={"request_id": flow.metadata.get(REQUEST_ID)})
             refuse(flow, decision.UNAVAILABLE)
 
     def response(self, flow: http.HTTPFlow) -> None:
         client = flow.client_conn.peername[0] if flow.client_conn.peername else "-"
-        log.info('%s "%s %s" %d', client, flow.request.method,
-                 flow.request.path.partition("?")[0][:200], flow.response.status_code)
+        path = flow.request.path.partition("?")[0][:200]
+        request_id = flow.metadata.get(REQUEST_ID)
+        if request_id is not None and logs.HEADER not in flow.response.headers:
+            flow.response.headers[logs.HEADER] = request_id
+        log.info('%s "%s %s" %d', client, flow.request.method, path, flow.response.status_code,
+                 extra={"request_id": request_id, "client": client, "method": flow.request.method, "path": path,
+                        "status": flow.response.status_code})
 
     def error(self, flow: http.HTTPFlow) -> None:
         log.warning('"%s %s" failed: %s', flow.request.method,
-                    flow.request.path.partition("?")[0][:200], flow.error.msg if flow.error else "-")
+                    flow.request.path.partition("?")[0][:200], flow.error.msg if flow.error else "-",
+                    extra={"request_id": flow.metadata.get(REQUEST_ID)})
 
     async def _decide(self, flow: http.HTTPFlow) -> None:
         request = flow.request

@@ -362,3 +362,14 @@ def insert_webhook_endpoint(env: dict[str, str], url: str, gateway_id: int, secr
     out = subprocess.run([sys.executable, "-c", script, env["SMSGW_DATABASE_URL"], url, str(gateway_id), secret or ""],
                          capture_output=True, text=True, check=True, env=env, cwd=ROOT)
     return int(out.stdout.strip().splitlines()[-1])
+
+
+# --- error replies --------------------------------------------------------------
+
+
+def error_body(response) -> dict:
+    """An error reply's body (an httpx or mitmproxy response) without its ``request_id``, once
+    that is checked to be the id the reply's ``X-Request-ID`` names: the rest is what a test compares."""
+    body = dict(response.json())
+    assert body.pop("request_id") == response.headers["X-Request-ID"], body
+    return body

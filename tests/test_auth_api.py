@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ADMIN_KEY
-from tests.servers import run_smsgw
+from tests.servers import error_body, run_smsgw
 
 PRIVATE = [
     ("GET", "/api/sms-gateways"),
@@ -34,7 +34,7 @@ def test_private_routes_are_401_without_a_valid_key(anonymous, method, path, aut
     headers = {"Authorization": authorization} if authorization else {}
     response = anonymous.request(method, path, headers=headers, json={"name": "x"})
     assert response.status_code == 401
-    assert response.json() == {"message": "Unauthorized."}
+    assert error_body(response) == {"message": "Unauthorized."}
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 

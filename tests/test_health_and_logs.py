@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
+import pytest
 
 from tests.servers import run_smsgw, start_api
 
@@ -20,8 +23,10 @@ def test_health_is_503_when_the_database_is_gone(tmp_path):
         api.process.stop()
 
 
-def test_secrets_never_reach_the_log(tmp_path, stub):
-    api = start_api(tmp_path, SMSGW_ADMIN_KEY="admin-key-that-must-not-be-logged-0123456789")
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_secrets_never_reach_the_log(tmp_path, stub, log_format):
+    api = start_api(tmp_path, SMSGW_ADMIN_KEY="admin-key-that-must-not-be-logged-0123456789",
+                    SMSGW_LOG_FORMAT=log_format)
     try:
         key = run_smsgw(api.env, "apikey", "create", "--name", "logs").stdout.strip().splitlines()[-1]
         auth = {"Authorization": f"Bearer {key}"}
@@ -48,8 +53,13 @@ def test_secrets_never_reach_the_log(tmp_path, stub):
     finally:
         api.process.stop()
     log = api.log
+    if log_format == "json":  # every line one object; what it says is in "message"
+        lines = [json.loads(line) for line in log.splitlines()]
+        said = "\n".join(line["message"] for line in lines)
+    else:
+        said = log
     # the log is real: it recorded the receipts, by path only
-    assert f'"POST /webhooks/jasmin/{gateway["id"]}/dlr" 200' in log
+    assert f'"POST /webhooks/jasmin/{gateway["id"]}/dlr" 200' in said
     for secret in (key, token, rotated["callback_token"], "gateway-password-never-logged",
                    "admin-key-that-must-not-be-logged-0123456789", "wrong-key-also-private"):
         assert secret not in log

@@ -12,7 +12,7 @@ import threading
 
 import httpx
 
-from tests.servers import StubGateway, start_api, wait_until
+from tests.servers import StubGateway, error_body, start_api, wait_until
 
 ADMIN = "durability-admin-key-" + "x" * 32
 
@@ -68,7 +68,7 @@ def test_a_receipt_that_cannot_be_stored_is_a_retryable_503_and_stored_when_sent
         jasmin = {"User-Agent": "Jasmin gateway/1.0 DLRThrower"}  # Jasmin resends until it reads ACK/Jasmin
         refused = httpx.post(f"{api.url}/webhooks/jasmin/{gateway['id']}/dlr", data=receipt, headers=jasmin)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
-        assert set(refused.json()) == {"message", "errors"}
+        assert set(error_body(refused)) == {"message", "errors"}
         assert "ACK/Jasmin" not in refused.text
         with sqlite3.connect(tmp_path / "smsgw.db") as db:
             db.execute("ALTER TABLE unmatched_receipts_away RENAME TO unmatched_receipts")

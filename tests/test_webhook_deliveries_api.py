@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from tests.test_webhook_endpoints_api import (  # noqa: F401
     hooks, hooks_api, make_endpoint, make_gateway, refused, run_sql,
 )
+from tests.servers import error_body
 
 FAR = "2099-01-01T00:00:00.000000Z"  # due then: no worker claims it during a test
 OLD = "2021-01-01T09:00:00.000000Z"
@@ -82,7 +83,7 @@ def test_deliveries_are_listed_newest_first_a_page_at_a_time_and_by_status(hooks
     assert [(d["id"], d["attempts"]) for d in failed] == [(ids[1], 8)]
     refused(hooks.get(url, params={"status": "lost"}), "status")
     refused(hooks.get(url, params={"cursor": "nonsense"}), "cursor")
-    assert hooks.get("/api/webhook-endpoints/987654321/deliveries").json() == {"message": "Webhook endpoint not found."}
+    assert error_body(hooks.get("/api/webhook-endpoints/987654321/deliveries")) == {"message": "Webhook endpoint not found."}
 
 
 def test_retry_sends_one_again_now_with_the_schedule_started_over(hooks_api, hooks):
@@ -112,7 +113,7 @@ def test_retry_sends_one_again_now_with_the_schedule_started_over(hooks_api, hoo
     assert deliveries_of(hooks_api, endpoint["id"])[(message, 3)]["status"] == "failed"
     assert hooks.patch(f"/api/webhook-endpoints/{endpoint['id']}", json={"is_active": True}).status_code == 200
     assert hooks.post(f"/api/webhook-deliveries/{ended}/retry").json()["data"]["status"] == "pending"
-    assert hooks.post("/api/webhook-deliveries/987654321/retry").json() == {"message": "Webhook delivery not found."}
+    assert error_body(hooks.post("/api/webhook-deliveries/987654321/retry")) == {"message": "Webhook delivery not found."}
     assert hooks.post(f"/api/webhook-deliveries/{2**63}/retry").status_code == 404
     retries = [e for e in hooks.get("/api/audit-events", params={"action": "webhook.delivery_retried"}).json()["data"]
                if e["target_id"] in (failed, ended)]
@@ -181,4 +182,4 @@ def test_replay_refuses_a_bad_window_an_endpoint_that_is_off_and_one_that_does_n
     off = hooks.post(url, params={"since": "2021-01-01T10:00:00Z"})
     assert off.status_code == 409 and "enable it first" in off.json()["message"]
     missing = hooks.post("/api/webhook-endpoints/987654321/replay", params={"since": "2021-01-01T10:00:00Z"})
-    assert missing.status_code == 404 and missing.json() == {"message": "Webhook endpoint not found."}
+    assert missing.status_code == 404 and error_body(missing) == {"message": "Webhook endpoint not found."}

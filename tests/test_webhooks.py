@@ -20,7 +20,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.servers import (
-    Reply, StubGateway, drop_postgres_database, free_port, insert_webhook_endpoint,
+    Reply, StubGateway, drop_postgres_database, error_body, free_port, insert_webhook_endpoint,
     postgres_database_or_skip, start_api, start_webhook_receiver, wait_until,
 )
 
@@ -317,7 +317,7 @@ def test_a_private_address_is_refused_without_the_flag_and_at_delivery_when_dns_
                         "http://[::1]:9/x", "http://10.0.0.1/x"):
                 refused = c.post("/api/webhook-endpoints", json={"url": url, "events": ["message.queued"]})
                 assert refused.status_code == 422, (url, refused.text)
-                assert set(refused.json()) == {"message", "errors"} and refused.json()["errors"]["url"]
+                assert set(error_body(refused)) == {"message", "errors"} and refused.json()["errors"]["url"]
             # a name that resolved to a public address when the endpoint was made, and to
             # loopback now: the endpoint row as it would be, its host now pointing here
             gateway = c.post("/api/sms-gateways", json={
