@@ -33,8 +33,10 @@ REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("smsgw_r
 HEADER = "X-Request-ID"
 
 # An id from outside is an id only: letters, digits and . _ : - (nginx's $request_id is 32
-# hex digits, a UUID has dashes), at most 64 characters. Anything else is replaced, never logged.
-REQUEST_ID_FORM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# hex digits, a UUID has dashes), at most 128 characters. Anything else is replaced, never logged.
+# The nginx configs (deploy/nginx/) keep a client's id by this same pattern, so every hop
+# agrees on it (tests/test_logs.py compares them).
+REQUEST_ID_FORM = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 # Libraries whose INFO lines name URLs: an outbound URL can carry credentials (Jasmin's HTTP
 # API takes them as parameters), a database URL a password.

@@ -17,7 +17,7 @@ import pytest
 
 from api import logs
 from tests.servers import (
-    SMSGW, error_body, free_port, run_smsgw, start, start_api, start_guard, wait_until,
+    ROOT, SMSGW, error_body, free_port, run_smsgw, start, start_api, start_guard, wait_until,
 )
 
 JSON = {"SMSGW_LOG_FORMAT": "json"}
@@ -55,12 +55,13 @@ def test_redact_hides_numbers_and_the_secrets_urls_carry_and_leaves_the_rest():
     assert redacted.endswith("code +44")
 
 
-@pytest.mark.parametrize("sent", ["abc123", "9f1c" * 8, "0f8fad5b-d9cb-469f-a165-70867728950e", "a.b_c:d-e"])
+@pytest.mark.parametrize("sent", ["abc123", "9f1c" * 8, "0f8fad5b-d9cb-469f-a165-70867728950e", "a.b_c:d-e",
+                                  "x" * 128, "-leading-dash"])
 def test_a_well_formed_request_id_is_kept(sent):
     assert logs.request_id_from(sent) == sent
 
 
-@pytest.mark.parametrize("sent", [None, "", "x" * 65, "has space", "line\nbreak", "-leading-dash",
+@pytest.mark.parametrize("sent", [None, "", "x" * 129, "has space", "line\nbreak",
                                   "é", "+15551234567", "a;b", '"quoted"'])
 def test_anything_else_gets_a_new_id(sent):
     made = logs.request_id_from(sent)
@@ -388,3 +389,11 @@ def test_an_unhandled_error_is_a_500_in_the_contract_s_shape_with_the_id_on_its_
     assert "RuntimeError" in failed["message"] and "private detail" not in failed["message"]
     assert (access["logger"], access["status"], access["request_id"]) == ("smsgw.access", 500, "boom-1")
     assert logs.REQUEST_ID.get() is None  # the id ends with the request
+
+
+@pytest.mark.parametrize("config", ["smsgw.conf", "smsgw-guard-proxy.conf"])
+def test_nginx_keeps_a_client_request_id_by_the_same_rule(config):
+    """nginx keeps a client's X-Request-ID only in the form the guard and the API keep, so one
+    id runs through every hop (a longer one, kept by nginx and replaced inside, would split it)."""
+    text = (ROOT / "deploy" / "nginx" / config).read_text()
+    assert f'"~^{logs.REQUEST_ID_FORM.pattern}$" $http_x_request_id;' in text
