@@ -11,7 +11,7 @@ import httpx
 from api import migrate
 from api.app import not_ready
 from api.db import NO_SCHEMA
-from tests.servers import start_api
+from tests.servers import start_api, start_guard
 from tests.test_no_schema import drop_version_table
 
 HEAD, KNOWN = migrate.revisions()
@@ -89,3 +89,25 @@ def test_not_ready_names_what_is_wrong():
         "the dispatcher is not running"
     assert not_ready(OLDER, HEAD, KNOWN, {**workers, "dispatcher": False}, stopping=False).endswith(
         "run `smsgw migrate`")  # the schema first: what the operator must do
+
+
+def test_the_guard_is_ready_once_it_holds_every_gateway_s_tokens(tmp_path):
+    api = start_api(tmp_path)
+    guard = start_guard(tmp_path, api.env, api.url)
+    broken_env = {**api.env, "SMSGW_DATABASE_URL": f"sqlite:///{tmp_path / 'never-migrated.db'}"}
+    broken = start_guard(tmp_path, broken_env, api.url)
+    try:
+        ready = httpx.get(f"{guard.url}/_guard/ready")
+        assert (ready.status_code, ready.json()) == (200, {"status": "ok"})
+        assert httpx.get(f"{guard.url}/_guard/health").status_code == 200
+        # a guard whose database cannot give it the tokens is neither healthy nor ready, and says why
+        assert httpx.get(f"{broken.url}/_guard/health").status_code == 503
+        refused = httpx.get(f"{broken.url}/_guard/ready")
+        assert refused.status_code == 503
+        assert refused.json() == {"status": "unavailable",
+                                  "reason": "the guard cannot load the callback tokens from its database"}
+    finally:
+        broken.process.stop()
+        guard.process.stop()
+        api.process.stop()
+    assert "readiness check: the guard cannot load the callback tokens" in broken.log
