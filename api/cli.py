@@ -452,7 +452,7 @@ def parser() -> argparse.ArgumentParser:
     revoke = actions.add_parser("revoke", help="revoke a key by id", formatter_class=raw,
                                 description="Revoke an active API key: it is refused from now on.",
                                 epilog=cli_help.epilog("apikey", "Exit status 1: no active key has that id."))
-    revoke.add_argument("id", type=int)
+    revoke.add_argument("id", type=int, help="the key's id (apikey list shows it)")
     apikey.set_defaults(run=cmd_apikey)
     audit = command("audit", "the audit trail", "The audit trail of keys, gateways and webhook endpoints.")
     audit_actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")

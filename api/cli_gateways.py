@@ -97,7 +97,7 @@ def register(commands) -> None:
 
     show = actions.add_parser("show", help="one gateway, every field", description="One gateway, every field "
                               "but its password and callback token.", **formatted)
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=int, help="the gateway's id")
     show.add_argument("--json", action="store_true", help="print it as JSON")
 
     create = actions.add_parser("create", help="add a gateway; prints its callback token",
@@ -110,14 +110,14 @@ def register(commands) -> None:
                                 description="Change the fields given and leave the others alone. Moving a "
                                             "gateway (host, port, path, TLS, provider type) needs its password "
                                             "again (--password-stdin), as over the API.", **formatted)
-    update.add_argument("id", type=int)
+    update.add_argument("id", type=int, help="the gateway's id")
     add_field_options(update, creating=False)
     update.add_argument("--json", action="store_true", help="print it as JSON")
 
     rotate = actions.add_parser("rotate-token", help="give it a new callback token; prints it",
                                 description="Give the gateway a new callback token and print it. The "
                                             "previous one is still accepted for the grace period.", **formatted)
-    rotate.add_argument("id", type=int)
+    rotate.add_argument("id", type=int, help="the gateway's id")
     rotate.add_argument("--grace-seconds", metavar="N",
                         help="seconds the previous token is still accepted (default SMSGW_CALLBACK_TOKEN_GRACE, "
                              "24 h; 0 revokes every previous token at once)")
@@ -126,7 +126,7 @@ def register(commands) -> None:
     deactivate = actions.add_parser("deactivate", help="stop sending through it (is_active false)",
                                     description="Stop sending through the gateway (is_active false), keeping it "
                                                 "and its messages. update --is-active true undoes it.", **formatted)
-    deactivate.add_argument("id", type=int)
+    deactivate.add_argument("id", type=int, help="the gateway's id")
     deactivate.add_argument("--json", action="store_true", help="print it as JSON")
     gateway.set_defaults(run=cmd_gateway)
 

@@ -51,7 +51,7 @@ def register(commands) -> None:
         "show", help="one message, as the API shows it",
         description="One message, every field the API shows, the phone number in full.",
         epilog=cli_help.epilog("message"), formatter_class=argparse.RawDescriptionHelpFormatter)
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=int, help="the message's id")
     show.add_argument("--events", action="store_true",
                       help="also its history: every receipt and state change, oldest first")
     show.add_argument("--watch", action="store_true",
