@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api import (
-    audit, batch_sends, db, events, gateway_call, gateway_reads, gateways, housekeeping, keys, messages, receipts,
-    sending, unmatched, webhook_deliveries, webhook_endpoints,
+    audit, batch_sends, db, events, gateway_call, gateway_reads, gateways, housekeeping, keys, messages, migrate,
+    receipts, sending, unmatched, webhook_deliveries, webhook_endpoints,
 )
 from api.dispatcher import Dispatcher
 from api.webhook_worker import WebhookWorker
@@ -54,6 +54,56 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+def running(worker) -> bool:
+    """A background worker (the pipeline, the dispatcher, the webhook worker) started and neither
+    stopping nor ended (crashed)."""
+    return (worker is not None and worker.task is not None and not worker.task.done()
+            and not getattr(worker, "stopping", False) and not getattr(worker, "stopped", False))
+
+
+def not_ready(version: str | None, head: str, known: tuple[str, ...], workers: dict[str, bool],
+              stopping: bool) -> str | None:
+    """Why this process should get no traffic now (None: it should). ``version`` is the
+    database's schema revision, ``head`` and ``known`` this code's (api.migrate.revisions),
+    ``workers`` whether each background worker is running."""
+    if stopping:
+        return "the process is shutting down"
+    if version is None:
+        return db.NO_SCHEMA
+    if version != head:
+        if version in known:
+            return f"the database schema is at revision {version}, this smsgw needs {head}: run `smsgw migrate`"
+        return f"the database schema is at revision {version}, newer than this smsgw knows ({head}): upgrade smsgw"
+    for name, up in workers.items():
+        if not up:
+            return f"the {name} is not running"
+    return None
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """200 while this process is fit for traffic: what /healthz checks, and the schema is the
+    one this code needs, and the state-change pipeline, the dispatcher and the webhook worker
+    are running, and the process is not shutting down; 503 with a ``reason`` otherwise."""
+    state = request.app.state
+    try:
+        if db.sqlite_file_gone(state.settings.database_url):
+            raise LookupError("the database file is gone")
+        version = await state.database.fetch_val("SELECT version_num FROM alembic_version")
+    except Exception as exc:
+        if not db.is_missing_schema(exc):
+            log.warning("readiness check: the database did not answer")
+            return JSONResponse({"status": "unavailable", "reason": "the database did not answer"}, status_code=503)
+        version = None
+    head, known = migrate.revisions()
+    reason = not_ready(version, head, known, {
+        "state-change pipeline": running(state.pipeline), "dispatcher": running(state.dispatcher),
+        "webhook worker": running(state.webhooks)}, getattr(state, "stopping", False))
+    if reason is not None:
+        log.warning("readiness check: %s", reason)
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
 def routes() -> list[Route]:
     # Every /api/ route is private (API key, with the scope api.scopes.ROUTES
     # names for it) except the receipts, which the guard admits by callback
@@ -64,6 +114,7 @@ def routes() -> list[Route]:
         Route("/webhooks/jasmin/{id:int}/dlr", receipts.receive, methods=["POST", "GET"]),
         Route("/api/sms-gateways/{id:int}/dlr", receipts.receive, methods=["POST", "GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/api/sms-gateways", private(gateway_reads.list_gateways), methods=["GET"]),
         Route("/api/sms-gateways", private(gateways.create_gateway), methods=["POST"]),
         Route("/api/sms-gateways/{id:int}", private(gateway_reads.show_gateway), methods=["GET"]),
@@ -145,7 +196,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             chores = asyncio.get_running_loop().create_task(
                 housekeeping.loop(app.state.database, app.state.pipeline, settings))
             started.push_async_callback(housekeeping.stop, chores)
+            app.state.stopping = False
             yield
+            app.state.stopping = True  # /readyz: no more traffic, while the rest stops
 
     return Starlette(
         routes=routes(),

@@ -1,4 +1,5 @@
-"""The ``smsgw`` command: ``smsgw api``, ``smsgw migrate``, ``smsgw apikey ...``."""
+"""smsgw, an SMS gateway service: run its API, guard and simulator, and manage its
+database (schema, gateways, messages, API keys, audit trail, secrets) from the host."""
 
 from __future__ import annotations
 
@@ -110,10 +111,10 @@ def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
                 print("It is shown only this once:")
                 print(key)
             elif args.action == "list":
-                for row in await keys.stored_keys(database):
-                    state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
-                    limits = describe(row["scopes"], row["gateway_ids"], row["allowed_countries"])
-                    print(f"{row['id']}\t{row['key_prefix']}…\t{row['name']}\t{row['created_at']}\t{state}\t{limits}")
+                from api import cli_output
+
+                found = await keys.stored_keys(database)
+                print(cli_output.as_json(found) if args.json else cli_output.table(found, key_columns()))
             elif args.action == "revoke":
                 if not await keys.revoke_stored_key(database, dialect, audit.CLI, args.id):
                     print(f"no active API key with id {args.id}", file=sys.stderr)
@@ -124,6 +125,19 @@ def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
             await database.disconnect()
 
     return asyncio.run(run())
+
+
+def key_columns() -> list:
+    """``smsgw apikey list``'s table: never a key or its hash, the prefix names it."""
+    from api import scopes
+
+    return [
+        ("id", lambda k: k["id"]), ("name", lambda k: k["name"]), ("prefix", lambda k: k["key_prefix"] + "..."),
+        ("scopes", lambda k: "all" if set(k["scopes"]) == scopes.ALL else k["scopes"]),
+        ("gateways", lambda k: "all" if k["gateway_ids"] is None else k["gateway_ids"]),
+        ("countries", lambda k: "any" if k["allowed_countries"] is None else k["allowed_countries"]),
+        ("created", lambda k: k["created_at"]), ("revoked", lambda k: k["revoked_at"]),
+    ]
 
 
 def describe(chosen, gateway_ids, countries) -> str:
@@ -366,19 +380,44 @@ def anchor(text: str) -> tuple[int, str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+TOP_EPILOG = """\
+Every command reads SMSGW_LOG_FORMAT and SMSGW_LOG_LEVEL for its log lines, and warns
+about any SMSGW_* variable it does not know (a typo). smsgw COMMAND --help lists the
+variables each command reads; the README's configuration table says the rest.
+
+Exit status: 0 done; 1 the command ran and failed (e.g. no such id); 2 a usage error,
+a bad variable, or a database smsgw migrate never ran on."""
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="smsgw", description=__doc__)
+    from api import cli_gateways, cli_help, cli_messages
+
+    raw = argparse.RawDescriptionHelpFormatter
+
+    def command(name: str, help: str, description: str, before: str = "", **kw) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=description, formatter_class=raw,
+                                   epilog=cli_help.epilog(name, before), **kw)
+
+    top = argparse.ArgumentParser(prog="smsgw", description=__doc__, epilog=TOP_EPILOG, formatter_class=raw)
     top.add_argument("--version", action="version", version=f"smsgw {version()}")
-    commands = top.add_subparsers(dest="command", required=True)
-    api = commands.add_parser("api", help="serve the HTTP API")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    api = command("api", "serve the HTTP API", "Serve the HTTP API (and its dispatcher, pipeline and webhook "
+                  "worker), on SMSGW_API_HOST:SMSGW_API_PORT.")
     api.add_argument("--workers", type=workers_count, metavar="N",
                      help="processes serving the API (default: SMSGW_API_WORKERS, 1)")
     api.set_defaults(run=cmd_api)
-    commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(run=cmd_migrate)
-    commands.add_parser("guard", help="serve the callback-token guard in front of the API").set_defaults(run=cmd_guard)
-    commands.add_parser("simulator", help="serve the Jasmin simulator").set_defaults(run=cmd_simulator)
-    receiver = commands.add_parser("webhook-receiver", help="receive status webhooks, verify their signatures, "
-                                                            "print one line per event")
+    command("migrate", "create or upgrade the database schema",
+            "Create or upgrade the database schema. Running it twice is harmless.").set_defaults(run=cmd_migrate)
+    command("guard", "serve the callback-token guard in front of the API",
+            "Serve the callback-token guard: it admits a receipt to the API only with its gateway's "
+            "callback token.").set_defaults(run=cmd_guard)
+    command("simulator", "serve the Jasmin simulator",
+            "Serve a Jasmin stand-in: its send APIs and receipts, for the demo and the tests."
+            ).set_defaults(run=cmd_simulator)
+    receiver = command("webhook-receiver", "receive status webhooks, verify their signatures, print one line "
+                                           "per event",
+                       "Receive status webhooks, verify each signature and print one line per event; "
+                       "401 for a bad signature.")
     receiver.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     receiver.add_argument("--port", type=port_number, default=8090, help="port to listen on (default 8090)")
     receiver.add_argument("--secret", action="append", metavar="WHSEC",
@@ -395,11 +434,19 @@ def parser() -> argparse.ArgumentParser:
                                "database (SMSGW_DATABASE_URL), and verify with its secret; the API must allow "
                                "http:// and local addresses (SMSGW_WEBHOOK_ALLOW_HTTP/_PRIVATE=1, as make run does)")
     receiver.set_defaults(run=cmd_webhook_receiver)
-    commands.add_parser("demo", help="ensure the demo gateway (pointing at the simulator) exists; print its id").set_defaults(run=cmd_demo)
-    apikey = commands.add_parser("apikey", help="manage API keys")
-    actions = apikey.add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create", help="make a new key and print it once")
-    create.add_argument("--name", required=True, help="who or what the key is for")
+    command("demo", "ensure the demo gateway (pointing at the simulator) exists; print its id",
+            "Make sure the demo gateway, which sends to the simulator, exists and print its id "
+            "(make run calls it).").set_defaults(run=cmd_demo)
+    cli_gateways.register(commands)
+    cli_messages.register(commands)
+    apikey = command("apikey", "create, list and revoke API keys (straight in the database)",
+                     "API keys, straight in the database; each create and revoke is in the audit trail "
+                     "with the actor \"cli\".")
+    actions = apikey.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="make a new key and print it once", formatter_class=raw,
+                                description="Make a new API key and print it, this once: only its hash is kept.",
+                                epilog=cli_help.epilog("apikey"))
+    create.add_argument("--name", required=True, help="who or what the key is for (required, not empty)")
     create.add_argument("--scope", action="append", metavar="SCOPE",
                         help="what the key may do, repeatable: messages:send, messages:read, gateways:read, "
                              "gateways:admin, keys:admin, webhooks:admin, or all (the default when no --scope "
@@ -408,25 +455,38 @@ def parser() -> argparse.ArgumentParser:
                         help="limit the key to this gateway, repeatable (default: every gateway)")
     create.add_argument("--country", action="append", metavar="CC",
                         help="allow sending only to this ISO 3166 country, e.g. GB; repeatable (default: any)")
-    actions.add_parser("list", help="list keys (never the keys themselves)")
-    revoke = actions.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("id", type=int)
+    listed = actions.add_parser("list", help="a table of every key (never the keys themselves)", formatter_class=raw,
+                                description="Every API key with its limits, named by its prefix: never the key.",
+                                epilog=cli_help.epilog("apikey"))
+    listed.add_argument("--json", action="store_true", help="print them as JSON, as the API lists them")
+    revoke = actions.add_parser("revoke", help="revoke a key by id", formatter_class=raw,
+                                description="Revoke an active API key: it is refused from now on.",
+                                epilog=cli_help.epilog("apikey", "Exit status 1: no active key has that id."))
+    revoke.add_argument("id", type=int, help="the key's id (apikey list shows it)")
     apikey.set_defaults(run=cmd_apikey)
-    audit = commands.add_parser("audit", help="the audit trail")
-    audit_actions = audit.add_subparsers(dest="action", required=True)
-    verify = audit_actions.add_parser("verify", help="check the audit trail's hash chain (exit 1 if broken)")
+    audit = command("audit", "the audit trail", "The audit trail of keys, gateways and webhook endpoints.")
+    audit_actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = audit_actions.add_parser("verify", help="check the audit trail's hash chain (exit 1 if broken)",
+                                      description="Check the audit trail's hash chain; exit 1 naming the first "
+                                                  "row changed or removed.", formatter_class=raw,
+                                      epilog=cli_help.epilog("audit"))
     verify.add_argument("--anchor", action="append", type=anchor, metavar="ID:HASH",
                         help="row ID must still have HASH, as an earlier verify printed; repeatable. "
                              "Catches an edit hidden by re-linking the chain, and removed newest rows")
     audit.set_defaults(run=cmd_audit)
-    secrets = commands.add_parser("secrets", help="encryption of gateway passwords and webhook secrets at rest")
-    secrets_actions = secrets.add_subparsers(dest="action", required=True)
-    secrets_actions.add_parser("generate-key", help="print a new key for SMSGW_SECRET_KEY")
+    secrets = command("secrets", "encryption of gateway passwords and webhook secrets at rest",
+                      "Encryption of gateway passwords and webhook signing secrets at rest.")
+    secrets_actions = secrets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    secrets_actions.add_parser("generate-key", help="print a new key for SMSGW_SECRET_KEY",
+                               description="Print a new random key for SMSGW_SECRET_KEY.")
     secrets_actions.add_parser("rotate-key", help="re-encrypt every gateway password and webhook secret under "
-                                                  "SMSGW_SECRET_KEY, reading old ones with SMSGW_SECRET_KEY_PREVIOUS")
+                                                  "SMSGW_SECRET_KEY, reading old ones with SMSGW_SECRET_KEY_PREVIOUS",
+                               description="Re-encrypt every gateway password and webhook secret under "
+                                           "SMSGW_SECRET_KEY, reading older ones with SMSGW_SECRET_KEY_PREVIOUS.",
+                               formatter_class=raw, epilog=cli_help.epilog("secrets"))
     secrets.set_defaults(run=cmd_secrets)
-    send = commands.add_parser("send", help="send the messages of a CSV file through the API, in batches",
-                               epilog=SEND_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    send = command("send", "send the messages of a CSV file through the API, in batches",
+                   "Send the messages of a CSV file through the API's batch route, in batches.", SEND_EPILOG)
     send.add_argument("--gateway", required=True, type=int, metavar="ID", help="the SMS gateway to send through")
     send.add_argument("--csv", required=True, metavar="FILE", help="UTF-8 CSV: to_number,message,client_reference")
     send.add_argument("--message", metavar="TEXT", help="the text of every row whose message cell is empty "
@@ -463,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(settings, args)
+    except BrokenPipeError:  # `smsgw ... | head` stopped reading: no traceback over it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a process ended by SIGPIPE
     except Exception as exc:
         from api import db
 

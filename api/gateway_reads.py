@@ -60,11 +60,13 @@ def like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def list_gateways(request: Request) -> JSONResponse:
+SEARCH = {"search": Field("string", nullable=True, max_length=255)}
+
+
+def listing(search: str | None, gateway_ids=None) -> sa.Select:
+    """Gateways in id order, with their message counts: those whose name, host or provider type
+    holds ``search`` (any case), of ``gateway_ids`` when given. The API's list and ``smsgw gateway list``."""
     query = sa.select(gateways, messages_count).order_by(gateways.c.id)
-    params = request.query_params
-    search = validate({"search": params["search"]} if "search" in params else {},
-                      {"search": Field("string", nullable=True, max_length=255)}, from_form=True).get("search")
     if search:
         # The pattern is built here, not by SQLAlchemy's icontains(): `databases`
         # %-formats the compiled SQL on SQLite, which breaks on a literal '%'.
@@ -73,9 +75,15 @@ async def list_gateways(request: Request) -> JSONResponse:
             sa.func.lower(column).like(pattern, escape="\\")
             for column in (gateways.c.name, gateways.c.server_host, gateways.c.provider_type)
         )))
-    key = auth.key_of(request)
-    if key.gateway_ids is not None:  # a key limited to some gateways lists only those
-        query = query.where(gateways.c.id.in_(sorted(key.gateway_ids)))
+    if gateway_ids is not None:  # a key limited to some gateways lists only those
+        query = query.where(gateways.c.id.in_(sorted(gateway_ids)))
+    return query
+
+
+async def list_gateways(request: Request) -> JSONResponse:
+    params = request.query_params
+    search = validate({"search": params["search"]} if "search" in params else {}, SEARCH, from_form=True).get("search")
+    query = listing(search, auth.key_of(request).gateway_ids)
     rows = await request.app.state.database.fetch_all(query)
     return ok("SMS gateways fetched successfully.", [shown(request, db.as_dict(row)) for row in rows])
 

@@ -105,13 +105,85 @@ async def insert_gateway(database, values: Mapping[str, Any], keyring: secrets.K
     return await fetch_gateway(database, gateway_id)
 
 
+# --- the writes, as the routes and ``smsgw gateway`` (api.cli_gateways) both make them ---------------------
+# Each takes values already checked against SCHEMA (api.validation.validate) and the actor the
+# audit trail names (the request's key, or audit.CLI); each raises ApiError / ValidationFailed
+# as the API answers them.
+
+
+async def create(database, dialect: str, actor: audit.Actor, values: Mapping[str, Any],
+                 keyring: secrets.Keyring) -> dict[str, Any]:
+    """Store a new gateway from validated ``values`` and record it in the audit trail; return it."""
+    gateway = await insert_gateway(database, values, keyring)
+    await audit.record(database, dialect, actor, audit.GATEWAY_CREATED, target_type="sms_gateway",
+                       target_id=gateway["id"], details={"name": gateway["name"], "fields": sorted(values)})
+    return gateway
+
+
+async def update(database, dialect: str, actor: audit.Actor, current: Mapping[str, Any],
+                 values: Mapping[str, Any], keyring: secrets.Keyring) -> dict[str, Any]:
+    """Change the gateway ``current`` (its row as read) by validated ``values`` (the password
+    rule first); the audit trail gets the names of the fields that changed. Return it as it is now."""
+    password_rule(current, values)
+    gateway_id = current["id"]
+    if values:
+        updated = await database.fetch_val(
+            gateways.update().where(gateways.c.id == gateway_id)
+            .values(**passwords.sealed_values(keyring, values), updated_at=clock.now_iso())
+            .returning(gateways.c.id)
+        )
+        if updated is None:
+            raise gateway_not_found()
+        changed = changed_fields(current, values)
+        if changed:  # names only: never a value (a password, a token)
+            await audit.record(database, dialect, actor, audit.GATEWAY_CHANGED, target_type="sms_gateway",
+                               target_id=gateway_id, details={"fields": changed})
+    gateway = await fetch_gateway(database, gateway_id)
+    if gateway is None:
+        raise gateway_not_found()
+    return gateway
+
+
+GRACE = {"grace_seconds": Field("integer", min_value=0, max_value=30 * 24 * 3600)}
+
+
+async def rotate_token(database, dialect: str, actor: audit.Actor, gateway_id: int, grace: int) -> dict[str, Any]:
+    """A new callback token now, the current one accepted ``grace`` seconds more (see
+    ``rotate_callback_token``); 404 and 409 as ApiError. Return the gateway as it is now."""
+    # Read and write under the row's lock: two rotations at once each keep the other's token.
+    async with db.write_transaction(database, dialect) as connection:
+        row = await connection.fetch_one(
+            sa.select(gateways.c.callback_token, gateways.c.previous_callback_tokens)
+            .where(gateways.c.id == gateway_id).with_for_update())
+        if row is None:
+            raise gateway_not_found()
+        gateway, stamp = db.as_dict(row), clock.now_iso()
+        history = callback_tokens.history_after_rotation(
+            gateway["callback_token"], gateway["previous_callback_tokens"], grace, stamp, clock.iso_after(grace))
+        if len(history) > callback_tokens.MAX_PREVIOUS_TOKENS:
+            raise ApiError(409, f"This gateway already has {len(history) - 1} previous callback tokens in their "
+                                "grace period; rotate again once some have ended, or with grace_seconds 0 "
+                                "to revoke them all.",
+                           {"grace_seconds": [f"At most {callback_tokens.MAX_PREVIOUS_TOKENS} previous "
+                                              "tokens may be in grace at once."]})
+        await connection.execute(gateways.update().where(gateways.c.id == gateway_id).values(
+            previous_callback_tokens=history, callback_token=callback_tokens.generate(), updated_at=stamp))
+    await audit.record(database, dialect, actor, audit.TOKEN_ROTATED, target_type="sms_gateway",
+                       target_id=gateway_id, details={"grace_seconds": grace})
+    gateway = await fetch_gateway(database, gateway_id)
+    if gateway is None:
+        raise gateway_not_found()
+    return gateway
+
+
+# --- the routes ----------------------------------------------------------------------
+
+
 async def create_gateway(request: Request) -> JSONResponse:
     state = request.app.state
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SCHEMA, from_form=body.from_form, ignored=READ_ONLY)
-    gateway = await insert_gateway(state.database, values, state.settings.keyring)
-    await audit.record_request(request, audit.GATEWAY_CREATED, target_type="sms_gateway", target_id=gateway["id"],
-                               details={"name": gateway["name"], "fields": sorted(values)})
+    gateway = await create(state.database, state.dialect, audit.actor_of(request), values, state.settings.keyring)
     return ok("SMS gateway created successfully.", public(gateway), status=201)
 
 
@@ -146,23 +218,11 @@ async def update_gateway(request: Request) -> JSONResponse:
     """
     state = request.app.state
     current = await get_or_404(request, count=False)
-    gateway_id = current["id"]
     body = await read_body(request, state.settings.max_body_bytes)
     values = validate(body.data, SCHEMA, partial=True, from_form=body.from_form, ignored=READ_ONLY)
-    password_rule(current, values)
-    if values:
-        updated = await state.database.fetch_val(
-            gateways.update().where(gateways.c.id == gateway_id)
-            .values(**passwords.sealed_values(state.settings.keyring, values), updated_at=clock.now_iso())
-            .returning(gateways.c.id)
-        )
-        if updated is None:
-            raise gateway_not_found()
-        changed = changed_fields(current, values)
-        if changed:  # names only: never a value (a password, a token)
-            await audit.record_request(request, audit.GATEWAY_CHANGED, target_type="sms_gateway",
-                                       target_id=gateway_id, details={"fields": changed})
-    return ok("SMS gateway updated successfully.", public(await get_or_404(request)))
+    gateway = await update(state.database, state.dialect, audit.actor_of(request), current, values,
+                           state.settings.keyring)
+    return ok("SMS gateway updated successfully.", public(gateway))
 
 
 async def delete_gateway(request: Request) -> JSONResponse:
@@ -208,30 +268,7 @@ async def rotate_callback_token(request: Request) -> JSONResponse:
     state = request.app.state
     gateway_id = path_id(request)
     body = await read_body(request, state.settings.max_body_bytes, empty_ok=True)
-    values = validate(
-        body.data,
-        {"grace_seconds": Field("integer", min_value=0, max_value=30 * 24 * 3600)},
-        from_form=body.from_form,
-    )
+    values = validate(body.data, GRACE, from_form=body.from_form)
     grace = values.get("grace_seconds", state.settings.callback_token_grace)
-    # Read and write under the row's lock: two rotations at once each keep the other's token.
-    async with db.write_transaction(state.database, state.dialect) as connection:
-        row = await connection.fetch_one(
-            sa.select(gateways.c.callback_token, gateways.c.previous_callback_tokens)
-            .where(gateways.c.id == gateway_id).with_for_update())
-        if row is None:
-            raise gateway_not_found()
-        gateway, stamp = db.as_dict(row), clock.now_iso()
-        history = callback_tokens.history_after_rotation(
-            gateway["callback_token"], gateway["previous_callback_tokens"], grace, stamp, clock.iso_after(grace))
-        if len(history) > callback_tokens.MAX_PREVIOUS_TOKENS:
-            raise ApiError(409, f"This gateway already has {len(history) - 1} previous callback tokens in their "
-                                "grace period; rotate again once some have ended, or with grace_seconds 0 "
-                                "to revoke them all.",
-                           {"grace_seconds": [f"At most {callback_tokens.MAX_PREVIOUS_TOKENS} previous "
-                                              "tokens may be in grace at once."]})
-        await connection.execute(gateways.update().where(gateways.c.id == gateway_id).values(
-            previous_callback_tokens=history, callback_token=callback_tokens.generate(), updated_at=stamp))
-    await audit.record_request(request, audit.TOKEN_ROTATED, target_type="sms_gateway", target_id=gateway_id,
-                               details={"grace_seconds": grace})
-    return ok("Callback token rotated successfully.", public(await get_or_404(request)))
+    gateway = await rotate_token(state.database, state.dialect, audit.actor_of(request), gateway_id, grace)
+    return ok("Callback token rotated successfully.", public(gateway))

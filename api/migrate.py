@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from pathlib import Path
 
@@ -30,3 +31,13 @@ def upgrade(url: str) -> None:
                 connection.execute(pragma)
     command.upgrade(alembic_config(url), "head")
 
+
+
+@functools.cache
+def revisions() -> tuple[str, tuple[str, ...]]:
+    """This code's newest schema revision, and every revision it knows (``/readyz``
+    compares the database's with them)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    return script.get_current_head(), tuple(r.revision for r in script.walk_revisions())

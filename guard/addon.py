@@ -30,6 +30,7 @@ log = logging.getLogger("smsgw.guard")
 ADMITTED = "smsgw_guard_admitted"
 REQUEST_ID = "smsgw_request_id"  # the flow's id, in flow.metadata
 HEALTH_PATH = "/_guard/health"
+READY_PATH = "/_guard/ready"  # health, and every gateway's tokens loaded: receipts can be judged
 CHECK_PATH = "/_guard/check"  # nginx's auth_request asks here
 
 
@@ -145,6 +146,9 @@ class Guard:
         if raw_target == HEALTH_PATH and request.method == "GET":
             await self._health(flow)
             return
+        if raw_target == READY_PATH and request.method == "GET":
+            await self._ready(flow)
+            return
         if raw_target == CHECK_PATH and request.method == "GET":
             verdict, _ = await self.judge(
                 request.headers.get("X-Original-Method", ""),
@@ -199,5 +203,15 @@ class Guard:
             await self.store.ping()
         except Exception:
             reply(flow, 503, {"status": "unavailable"})
+            return
+        reply(flow, 200, {"status": "ok"})
+
+    async def _ready(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self.store.load()
+        except Exception as exc:
+            log.warning("readiness check: the guard cannot load the callback tokens (%s)", type(exc).__name__)
+            reply(flow, 503, {"status": "unavailable", "reason": "the guard cannot load the callback tokens from "
+                                                                 "its database"})
             return
         reply(flow, 200, {"status": "ok"})

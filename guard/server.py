@@ -84,7 +84,11 @@ async def serve(settings: Settings) -> None:
     except Exception as exc:  # fail closed: answer 503 until the database can be read
         log.error("guard cannot read its database (%s); receipts and health answer 503 until it can",
                   type(exc).__name__)
-    master = build_master(settings, Guard(store, settings.guard_trusted_proxies))
+    try:
+        master = build_master(settings, Guard(store, settings.guard_trusted_proxies))
+    except BaseException:  # e.g. SMSGW_GUARD_CONFDIR cannot be made: exit, not hang on the open database
+        await database.disconnect()
+        raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)

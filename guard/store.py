@@ -147,6 +147,13 @@ class TokenStore:
         self._loaded_by = read
         self._fresh_until = self.clock() + self.ttl
 
+    async def load(self) -> None:
+        """Make sure every gateway's tokens are in the cache, loading them now if it is older
+        than ``ttl``; raise on database errors (the guard's readiness: receipts can be judged)."""
+        async with self._lock:
+            if self.clock() >= self._fresh_until:
+                await self._reload()
+
     async def ping(self) -> None:
         """Raise unless the gateways table can be read (the guard's health)."""
         await self.database.fetch_val(sa.select(gateways.c.id).limit(1))

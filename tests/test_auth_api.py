@@ -49,7 +49,7 @@ def test_a_revoked_key_stops_working(api, anonymous):
     assert anonymous.get("/api/sms-gateways", headers=headers).status_code == 200
     listing = run_smsgw(api.env, "apikey", "list").stdout
     assert key not in listing and key[:12] in listing
-    key_id = next(line.split("\t")[0] for line in listing.splitlines() if "short-lived" in line)
+    key_id = next(line.split()[0] for line in listing.splitlines() if "short-lived" in line)
     run_smsgw(api.env, "apikey", "revoke", key_id)
     assert anonymous.get("/api/sms-gateways", headers=headers).status_code == 401
     again = run_smsgw(api.env, "apikey", "revoke", key_id, check=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -94,11 +95,106 @@ def test_make_run_walkthrough_and_ctrl_c(stack):
     children = children_of(process.pid)
     assert len(children) >= 3  # simulator, API, guard
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    process.wait(timeout=20)
+    assert process.wait(timeout=20) == 0
     wait_until(lambda: not any(alive(pid) for pid in children), timeout=20, what="the stack to stop")
     for url in (f"{api}/healthz", f"{guard}/_guard/health"):
         with pytest.raises(httpx.ConnectError):
             httpx.get(url)
+
+
+def run_env(tmp_path, **overrides: str) -> dict[str, str]:
+    """make run's environment on free ports of its own (and a database of its own)."""
+    return {
+        **os.environ,
+        "SMSGW_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
+        "SMSGW_API_PORT": str(free_port()),
+        "SMSGW_SIMULATOR_PORT": str(free_port()),
+        "SMSGW_GUARD_PORT": str(free_port()),
+        "SMSGW_GUARD_CONFDIR": str(tmp_path / "guard"),
+        **overrides,
+    }
+
+
+def run_to_the_end(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """scripts/run, expected to stop on its own; the deadline is generous (a busy machine),
+    and well under the 60 s the script waits on a child that is alive but silent."""
+    process = subprocess.Popen(["scripts/run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=45)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail("scripts/run did not stop on its own:\n" + output)
+    return subprocess.CompletedProcess(process.args, process.returncode, output)
+
+
+@pytest.mark.parametrize("variable, what", [("SMSGW_API_PORT", "the API"), ("SMSGW_GUARD_PORT", "the guard"),
+                                            ("SMSGW_SIMULATOR_PORT", "the Jasmin simulator")])
+def test_make_run_stops_on_a_taken_port_and_names_it(tmp_path, variable, what):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = run_to_the_end(run_env(tmp_path, **{variable: str(port)}))
+    assert done.returncode == 1, done.stdout
+    assert f"cannot start {what}: port {port} on 127.0.0.1 ({variable}) is already in use" in done.stdout
+    assert f"pid {os.getpid()}" in done.stdout  # the process that holds it: this test
+    assert "smsgw is running" not in done.stdout
+    assert not (tmp_path / "run.db").exists()  # it stopped before touching anything
+
+
+def test_make_run_stops_when_a_child_dies_at_start(tmp_path):
+    # The guard cannot make its folder (a file is in the way): it exits at start.
+    (tmp_path / "a-file").write_text("")
+    env = run_env(tmp_path, SMSGW_GUARD_CONFDIR=str(tmp_path / "a-file" / "guard"))
+    done = run_to_the_end(env)
+    assert done.returncode == 1, done.stdout
+    assert "the guard (smsgw guard) exited before it answered" in done.stdout
+    assert "smsgw is running" not in done.stdout
+    # and the others it had started are stopped
+    for port in (env["SMSGW_API_PORT"], env["SMSGW_SIMULATOR_PORT"]):
+        wait_until(lambda: httpx_refused(f"http://127.0.0.1:{port}/"), timeout=20, what=f"port {port} to close")
+
+
+def test_make_run_stops_naming_a_child_that_dies_later(stack):
+    env, api, simulator, guard, process, log = stack
+    simulator_pid = next(pid for pid in children_of(process.pid) if "simulator" in command_of(pid))
+    os.kill(simulator_pid, signal.SIGKILL)
+    assert process.wait(timeout=30) == 1
+    assert "the Jasmin simulator (smsgw simulator)" in log.read_text().split("smsgw is running")[1]
+    wait_until(lambda: httpx_refused(f"{api}/healthz") and httpx_refused(f"{guard}/_guard/health"),
+               timeout=20, what="the stack to stop")
+
+
+def test_ctrl_c_while_starting_exits_0(tmp_path):
+    log = tmp_path / "run.log"
+    env = run_env(tmp_path)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(["scripts/run"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_until(lambda: "schema is up to date" in log.read_text() or process.poll() is not None,
+                   timeout=60, what="make run to migrate")
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def httpx_refused(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2)
+    except httpx.ConnectError:
+        return True
+    except httpx.HTTPError:
+        return False
+    return False
+
+
+def command_of(pid: int) -> str:
+    return subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout
 
 
 def test_a_second_make_run_reuses_the_demo_gateway(tmp_path):
