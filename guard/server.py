@@ -12,6 +12,7 @@ import asyncio
 import logging
 import resource
 import signal
+import sys
 from pathlib import Path
 
 from mitmproxy import options
@@ -20,7 +21,8 @@ from mitmproxy.master import Master
 
 from api import db
 from api.config import Settings
-from guard import limits
+from api.metrics_server import ListenerFailed
+from guard import limits, metrics
 from guard.addon import Guard
 from guard.store import TokenStore
 
@@ -84,6 +86,12 @@ async def serve(settings: Settings) -> None:
     except Exception as exc:  # fail closed: answer 503 until the database can be read
         log.error("guard cannot read its database (%s); receipts and health answer 503 until it can",
                   type(exc).__name__)
+    try:
+        listener = metrics.start(settings)
+    except ListenerFailed as exc:  # before the guard serves: an operator must not run it blind
+        await database.disconnect()
+        print(f"smsgw: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     master = build_master(settings, Guard(store, settings.guard_trusted_proxies))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -93,6 +101,8 @@ async def serve(settings: Settings) -> None:
     try:
         await master.run()
     finally:
+        if listener is not None:
+            listener.shutdown()
         await database.disconnect()
 
 
