@@ -113,7 +113,8 @@ def start_api(workdir: Path, **overrides: str) -> Api:
 def wait_for_start(process: Process, ready: Callable[[], bool], what: str) -> None:
     """Wait until ``ready()``; fail with the process's log if it exits or never gets there."""
     try:
-        wait_until(lambda: ready() or process.popen.poll() is not None, what=f"{what} to answer")
+        # generous: two spawned API workers took 12-14 s to answer on this busy 2-core machine
+        wait_until(lambda: ready() or process.popen.poll() is not None, timeout=60, what=f"{what} to answer")
     except TimeoutError:
         process.stop()
         raise
