@@ -8,6 +8,8 @@ over its HTTP API, as a dashboard or an alert would ask it.
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 
 import httpx
@@ -19,6 +21,20 @@ from tests.servers import ROOT, free_port, services_required, start, wait_for_st
 
 PROMETHEUS = shutil.which("prometheus")
 SHIPPED = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "smsgw.json"
+
+
+def readme_queries() -> list[str]:
+    """The PromQL lines of the README's metrics section (comments left out)."""
+    section = (ROOT / "README.md").read_text().split("### Metrics", 1)[1].split("\n### ", 1)[0]
+    block = re.search(r"```promql\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def dashboard_queries() -> list[str]:
+    """The Grafana dashboard's queries, with Grafana's own rate interval written out."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [t["expr"].replace("$__rate_interval", "1m") for panel in panels for t in panel["targets"]]
 
 
 @pytest.fixture
@@ -58,10 +74,17 @@ def test_prometheus_scrapes_the_stack_and_answers_for_receipts(prometheus_binary
             receipts = 'sum(smsgw_receipts_total{gateway="%d", outcome="parked"})' % stack.good["id"]
             wait_until(lambda: bool(query(url, receipts)), timeout=60, what="a scrape with the receipts in it")
             assert float(query(url, receipts)[0]["value"][1]) == traffic.parked
-            up = {r["metric"]["job"]: r["value"][1] for r in query(url, 'up{job=~"smsgw-.*"}')}
-            assert up == {"smsgw-api": "1", "smsgw-guard": "1"}
+            wait_until(lambda: {r["metric"]["job"]: r["value"][1] for r in query(url, 'up{job=~"smsgw-.*"}')} == {
+                "smsgw-api": "1", "smsgw-guard": "1"}, timeout=60, what="both targets scraped and up")
             refused = query(url, 'smsgw_guard_refused_total{reason="forbidden"}')
             assert float(refused[0]["value"][1]) == traffic.guard_forbidden
+            # what the README and the dashboard ask Prometheus is PromQL it accepts (query checks)
+            assert len(readme_queries()) >= 4 and len(dashboard_queries()) >= 15
+            for promql in readme_queries() + dashboard_queries():
+                query(url, promql)
+            by_outcome = readme_queries()[0].replace("5m", "1m")  # a rate needs two scrapes in its window
+            wait_until(lambda: {r["metric"]["outcome"] for r in query(url, by_outcome)} == {
+                "applied", "parked", "ignored"}, timeout=60, what="the README's first query to show each outcome")
         finally:
             process.stop()
     finally:
