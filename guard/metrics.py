@@ -14,13 +14,17 @@ import os
 # not in the guard, whose values stay in its own memory and never in the API's files.
 os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics  # noqa: E402
+from prometheus_client import (  # noqa: E402
+    GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, disable_created_metrics,
+)
 
 from api.metrics_server import listen  # noqa: E402
 from guard import decision  # noqa: E402
 
 disable_created_metrics()  # no *_created series beside each counter: twice the series, read by no one
 REGISTRY = CollectorRegistry(auto_describe=True)
+for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):  # its memory, CPU, open files ...
+    REGISTRY.register(collector)
 
 ADMITTED = Counter(
     "smsgw_guard_admitted_total", "Receipts admitted: their callback token matched (forwarded to the API, or "
