@@ -102,12 +102,11 @@ class Listener:
         self.server = None
         self.made_dir = False
         self.path = os.environ.get(MULTIPROC_DIR) or None
-        if settings.metrics_port == 0:
-            return
-        if self.path is not None:
+        if self.path is not None:  # the operator's: every process writes there, whether it is served or not
+            os.makedirs(self.path, exist_ok=True)
             for name in glob.glob(os.path.join(self.path, "*.db")):
                 os.remove(name)
-        elif workers > 1:
+        elif workers > 1 and settings.metrics_port != 0:
             self.path = os.environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="smsgw-metrics-")
             self.made_dir = True
 
