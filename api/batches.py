@@ -17,7 +17,7 @@ a batch is found by a send that names its id later in the same batch.
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Generator, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
@@ -56,23 +56,24 @@ DISPATCHING = ""  # the lock key's external id that stands for "this gateway's d
 EXPIRED_SWEEP = 100  # due messages read beyond what a claim may send: the expired among them end at once
 
 
-def apply(batch: Sequence[Change | webhook_batches.WebhookChange], now: str, unmatched_ttl: float, dialect: str
-          ) -> Generator[Step, list[Mapping[str, Any]] | None, list[Any]]:
+def apply(batch: Sequence[Change | webhook_batches.WebhookChange], now: str, unmatched_ttl: float, dialect: str,
+          entered: Counter | None = None) -> Generator[Step, list[Mapping[str, Any]] | None, list[Any]]:
     """The steps of one batch's transaction; returns each change's outcome, in order.
 
     The webhook worker's changes (``api.webhook_batches``) come after the messages'
     in the same transaction: a claim then finds the deliveries this batch made.
+    ``entered``, when given, is told how many messages entered each state (the metrics).
     """
     hooks = [c for c in batch if webhook_batches.is_webhook_change(c)]
     if not hooks:
-        return (yield from _apply(batch, now, unmatched_ttl, dialect))
+        return (yield from _apply(batch, now, unmatched_ttl, dialect, entered))
     rest = [c for c in batch if not webhook_batches.is_webhook_change(c)]
-    done = iter((yield from _apply(rest, now, unmatched_ttl, dialect)) if rest else ())
+    done = iter((yield from _apply(rest, now, unmatched_ttl, dialect, entered)) if rest else ())
     answered = iter((yield from webhook_batches.apply(hooks, now, dialect)))
     return [next(answered) if webhook_batches.is_webhook_change(c) else next(done) for c in batch]
 
 
-def _apply(batch: Sequence[Change], now: str, unmatched_ttl: float, dialect: str
+def _apply(batch: Sequence[Change], now: str, unmatched_ttl: float, dialect: str, entered: Counter | None = None
            ) -> Generator[Step, list[Mapping[str, Any]] | None, list[Any]]:
     receipt_keys = {c.key for c in batch if isinstance(c, Receipt)}
     send_keys = {c.key for c in batch if isinstance(c, SendOutcome) and c.key is not None}
@@ -139,6 +140,8 @@ def _apply(batch: Sequence[Change], now: str, unmatched_ttl: float, dialect: str
         view.webhook_events, view.deliveries = notices.outbox(view.notices, (yield Read(reads.endpoints, {})), now)
     for write in view.writes(dialect):
         yield write
+    if entered is not None:
+        entered.update(e["state_after"] for e in view.events if e["changed"] and e["state_after"] != e["state_before"])
     return outcomes
 
 

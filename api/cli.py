@@ -40,16 +40,25 @@ def workers_count(text: str) -> int:
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import atexit
+
     import uvicorn
 
-    from api.app import create_app
-
-    from api import db, logs
+    from api import db, logs, metrics_server
 
     if not asyncio.run(db.has_schema(settings.database_url)):
         print(f"smsgw: {db.NO_SCHEMA}", file=sys.stderr)
         return 2
     workers = args.workers or settings.api_workers
+    metrics = metrics_server.Listener(settings, workers)  # before the app's modules: see api.metrics_server
+    try:
+        metrics.start()
+    except metrics_server.ListenerFailed as exc:
+        print(f"smsgw: {exc}", file=sys.stderr)
+        return 2
+    atexit.register(metrics.stop)
+    from api.app import create_app
+
     # Several workers: each process makes its own app (and pipeline) from the environment.
     app = "api.cli:worker_app" if workers > 1 else create_app(settings)
     uvicorn.run(

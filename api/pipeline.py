@@ -26,6 +26,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -33,7 +34,7 @@ from typing import Any, Awaitable, Callable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from api import batches, clock, db
+from api import batches, clock, db, metrics
 from api.webhook_batches import is_webhook_change
 from api.changes import Change
 
@@ -118,6 +119,7 @@ class Pipeline:
                 while len(batch) < self.max_batch and not self.queue.empty():
                     batch.append(self.queue.get_nowait())
                 self.batches += 1
+                metrics.WAITING_CHANGES.set(self.queue.qsize())  # once a batch: the backlog it leaves
                 if len(batch) >= PRESSED_BATCH and sum(
                         1 for w in batch if not is_webhook_change(w.change)) >= PRESSED_BATCH:
                     self._pressed_until = time.monotonic() + self.pressure_hold
@@ -173,13 +175,15 @@ class Pipeline:
 # --- the drivers ---------------------------------------------------------------------
 
 
-def run_batch(connection: sa.Connection, batch: list[Change], unmatched_ttl: float) -> list[Any]:
+def run_batch(connection: sa.Connection, batch: list[Change], unmatched_ttl: float,
+              entered: Counter | None = None) -> list[Any]:
     """Run one batch's steps (``api.batches.apply``) on ``connection``, inside its transaction.
 
     Written once for both databases: SQLite's driver calls it on its own thread,
-    PostgreSQL's through ``AsyncConnection.run_sync`` (asyncpg underneath).
+    PostgreSQL's through ``AsyncConnection.run_sync`` (asyncpg underneath). The
+    drivers count a batch (``api.metrics.committed``) only once it has committed.
     """
-    flow, result = batches.apply(batch, clock.now_iso(), unmatched_ttl, connection.dialect.name), None
+    flow, result = batches.apply(batch, clock.now_iso(), unmatched_ttl, connection.dialect.name, entered), None
     while True:
         try:
             step = flow.send(result)
@@ -219,8 +223,11 @@ class SqliteBatches:
         return outcomes
 
     def _commit(self, batch: list[Change]) -> list[Any]:
+        entered, started = Counter(), time.perf_counter()
         with self.engine.begin() as connection:
-            return run_batch(connection, batch, self.unmatched_ttl)
+            outcomes = run_batch(connection, batch, self.unmatched_ttl, entered)
+        metrics.committed(batch, outcomes, entered, time.perf_counter() - started)
+        return outcomes
 
     def _finish_checkpoint(self) -> None:
         with self.engine.connect() as connection:  # between transactions, as a checkpoint must be
@@ -245,9 +252,12 @@ class PostgresBatches:
 
     async def commit(self, batch: list[Change]) -> list[Any]:
         for attempt in range(1, self.ATTEMPTS + 1):
+            entered, started = Counter(), time.perf_counter()
             try:
                 async with self.engine.begin() as connection:
-                    return await connection.run_sync(run_batch, batch, self.unmatched_ttl)
+                    outcomes = await connection.run_sync(run_batch, batch, self.unmatched_ttl, entered)
+                metrics.committed(batch, outcomes, entered, time.perf_counter() - started)
+                return outcomes
             except sa.exc.DBAPIError as exc:
                 if not db.is_retryable_conflict(exc) or attempt == self.ATTEMPTS:
                     raise

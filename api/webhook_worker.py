@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import sqlalchemy as sa
 
-from api import clock, db, messages, secrets, ssrf, webhook_signing
+from api import clock, db, messages, metrics, secrets, ssrf, webhook_signing
 from api.providers.base import retry_after
 from api.tables import webhook_endpoints
 from api.webhook_batches import is_webhook_change
@@ -254,6 +254,7 @@ class WebhookWorker:
             log.error("the answer to webhook %s could not be recorded (%s)", hook_id, type(exc).__name__)
             return
         self.delivered += 1
+        metrics.delivered(recorded.outcome, answer.latency_ms / 1000)
         self._say(row, hook_id, answer, recorded)
 
     @staticmethod

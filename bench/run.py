@@ -238,7 +238,8 @@ class Stack:
 
     def api(self, database_url: str, **env: str):
         port = free_port()
-        environment = {**os.environ, "SMSGW_DATABASE_URL": database_url, "SMSGW_API_PORT": str(port), **env}
+        environment = {**os.environ, "SMSGW_DATABASE_URL": database_url, "SMSGW_API_PORT": str(port),
+                       "SMSGW_METRICS_PORT": str(free_port()), **env}  # counted as deployed, on a port of its own
         process = start(environment, [*SMSGW, "api"], self.workdir / f"api-{port}.log")
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
@@ -270,7 +271,8 @@ class Stack:
     def guard(self, env: dict, upstream: str, noop: bool = False):
         port = free_port()
         environment = {**env, "SMSGW_API_URL": upstream, "SMSGW_GUARD_PORT": str(port),
-                       "SMSGW_GUARD_CONFDIR": str(self.workdir / f"guard-{port}")}
+                       "SMSGW_GUARD_CONFDIR": str(self.workdir / f"guard-{port}"),
+                       "SMSGW_GUARD_METRICS_PORT": str(free_port())}
         command = [sys.executable, str(ROOT / "bench" / "noop_guard.py")] if noop else [*SMSGW, "guard"]
         process = start(environment, command, self.workdir / f"guard-{port}.log")
         self.processes.append(process)

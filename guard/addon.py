@@ -21,7 +21,7 @@ from mitmproxy import http
 
 from api import clock, logs
 from api.peer import client_address_from
-from guard import decision
+from guard import decision, metrics
 from guard.decision import Verdict
 from guard.store import TokenStore
 
@@ -76,6 +76,7 @@ def forward_from(request: http.Request, address: str) -> None:
 
 
 def refuse(flow: http.HTTPFlow, verdict: Verdict) -> None:
+    metrics.decided(verdict)
     reply(flow, verdict.status, {"message": verdict.message}, verdict.retry_after, verdict.close)
 
 
@@ -115,6 +116,8 @@ class Guard:
             log.error("guard could not frame an admitted request (%s); answered 503", type(exc).__name__,
                       extra={"request_id": flow.metadata.get(REQUEST_ID)})
             refuse(flow, decision.UNAVAILABLE)
+            return
+        metrics.decided(decision.ALLOW)  # counted once it goes upstream
 
     def response(self, flow: http.HTTPFlow) -> None:
         client = flow.client_conn.peername[0] if flow.client_conn.peername else "-"
@@ -158,6 +161,7 @@ class Guard:
             # nginx's auth_request understands 2xx, 401 and 403 (and turns 5xx into 500):
             # anything else that is a refusal is a 403 there.
             status = verdict.status if verdict.status in (200, 401, 503) else 403
+            metrics.decided(verdict)
             reply(flow, status, retry_after=verdict.retry_after)
             return
         verdict, target = await self.judge(request.method, raw_target,

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import resource
 import signal
+import sys
 from pathlib import Path
 
 from mitmproxy import options
@@ -20,7 +21,8 @@ from mitmproxy.master import Master
 
 from api import db
 from api.config import Settings
-from guard import limits
+from api.metrics_server import ListenerFailed
+from guard import limits, metrics
 from guard.addon import Guard
 from guard.store import TokenStore
 
@@ -85,8 +87,16 @@ async def serve(settings: Settings) -> None:
         log.error("guard cannot read its database (%s); receipts and health answer 503 until it can",
                   type(exc).__name__)
     try:
+        listener = metrics.start(settings)
+    except ListenerFailed as exc:  # before the guard serves: an operator must not run it blind
+        await database.disconnect()
+        print(f"smsgw: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
         master = build_master(settings, Guard(store, settings.guard_trusted_proxies))
     except BaseException:  # e.g. SMSGW_GUARD_CONFDIR cannot be made: exit, not hang on the open database
+        if listener is not None:
+            listener.shutdown()
         await database.disconnect()
         raise
     loop = asyncio.get_running_loop()
@@ -97,6 +107,8 @@ async def serve(settings: Settings) -> None:
     try:
         await master.run()
     finally:
+        if listener is not None:
+            listener.shutdown()
         await database.disconnect()
 
 

@@ -30,6 +30,7 @@ from databases import Database
 
 from api import db
 from api.tables import gateways
+from guard import metrics
 from guard.decision import UNCHECKED
 
 DEFAULT_TTL = 5.0
@@ -92,11 +93,14 @@ class TokenStore:
     async def credentials(self, gateway_id: int) -> Credentials | None:
         """The gateway's cached tokens, or None when the cache does not have it.
         Reloads every gateway first when the cache is older than ``ttl``. Raises on database errors."""
-        if self.clock() >= self._fresh_until:
+        stale = self.clock() >= self._fresh_until
+        if stale:
             async with self._lock:  # one reload at a time; the others wait for it, then use it
                 if self.clock() >= self._fresh_until:
                     await self._reload()
-        return self._tokens.get(gateway_id)
+        found = self._tokens.get(gateway_id)
+        (metrics.CACHE_MISS if stale or found is None else metrics.CACHE_HIT).inc()
+        return found
 
     async def recheck(self, gateway_id: int, since: int):
         """The gateway's tokens as the database has them after ``since`` (a ``mark``):
@@ -108,6 +112,7 @@ class TokenStore:
         self._reads += 1
         read = self._reads
         self.queries += 1
+        metrics.DATABASE_READS.labels("recheck").inc()
         row = await self.database.fetch_one(sa.select(*COLUMNS).where(gateways.c.id == gateway_id))
         if row is None:
             self._tokens.pop(gateway_id, None)  # deleted (ids are never reused)
@@ -141,6 +146,7 @@ class TokenStore:
         self._reads += 1
         read = self._reads
         self.queries += 1
+        metrics.DATABASE_READS.labels("reload").inc()
         rows = await self.database.fetch_all(sa.select(gateways.c.id, *COLUMNS))
         self._tokens = {values["id"]: credentials_of(values) for values in map(db.as_dict, rows)}
         self._read_by = {}

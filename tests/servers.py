@@ -100,6 +100,7 @@ def start_api(workdir: Path, **overrides: str) -> Api:
         "SMSGW_API_HOST": "127.0.0.1",
         "SMSGW_API_PORT": str(port),
         "SMSGW_GATEWAY_TIMEOUT": "1",
+        "SMSGW_METRICS_PORT": "0",  # off: tests run side by side; tests/test_metrics.py gives a free port
         **overrides,
     }
     run_smsgw(env, "migrate")
@@ -112,7 +113,8 @@ def start_api(workdir: Path, **overrides: str) -> Api:
 def wait_for_start(process: Process, ready: Callable[[], bool], what: str) -> None:
     """Wait until ``ready()``; fail with the process's log if it exits or never gets there."""
     try:
-        wait_until(lambda: ready() or process.popen.poll() is not None, what=f"{what} to answer")
+        # generous: two spawned API workers took 12-14 s to answer on this busy 2-core machine
+        wait_until(lambda: ready() or process.popen.poll() is not None, timeout=60, what=f"{what} to answer")
     except TimeoutError:
         process.stop()
         raise
@@ -138,7 +140,8 @@ def start_guard(workdir: Path, env: dict[str, str], upstream: str, port: int | N
     (e.g. ``prlimit --nofile=256:4096``) that execs it, so the pid stays the guard's."""
     port = port or free_port()
     env = {**env, "SMSGW_API_URL": upstream, "SMSGW_GUARD_HOST": "127.0.0.1",
-           "SMSGW_GUARD_PORT": str(port), "SMSGW_GUARD_CONFDIR": str(workdir / f"guard-{port}"), **overrides}
+           "SMSGW_GUARD_PORT": str(port), "SMSGW_GUARD_CONFDIR": str(workdir / f"guard-{port}"),
+           "SMSGW_GUARD_METRICS_PORT": "0", **overrides}  # metrics off unless asked for: tests run side by side
     process = start(env, [*prefix, *SMSGW, "guard"], workdir / f"guard-{port}.log")
     url = f"http://127.0.0.1:{port}"
     wait_for_start(process, lambda: httpx_status(url + "/_guard/health") is not None, "the guard")

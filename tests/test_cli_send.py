@@ -48,7 +48,7 @@ def api(database, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "SMSGW_DATABASE_URL": f"sqlite:///{workdir / 'smsgw.db'}", "SMSGW_API_HOST": "127.0.0.1",
            "SMSGW_API_PORT": str(port), "SMSGW_PUBLIC_URL": url, "SMSGW_GATEWAY_TIMEOUT": "2",
-           "SMSGW_DISPATCH_INTERVAL": "0.2", **database}
+           "SMSGW_DISPATCH_INTERVAL": "0.2", "SMSGW_METRICS_PORT": "0", **database}
     env.pop("SMSGW_API_KEY", None)
     env.pop("SMSGW_ADMIN_KEY", None)
     run_smsgw(env, "migrate")

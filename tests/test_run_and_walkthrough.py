@@ -25,6 +25,7 @@ def stack(tmp_path):
         "SMSGW_SIMULATOR_PORT": str(sim_port),
         "SMSGW_GUARD_PORT": str(guard_port),
         "SMSGW_GUARD_CONFDIR": str(tmp_path / "guard"),
+        "SMSGW_METRICS_PORT": str(free_port()), "SMSGW_GUARD_METRICS_PORT": str(free_port()),
     }
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
