@@ -84,10 +84,11 @@ class AccessLog:
         finally:
             client = scope.get("client") or ("-", 0)
             elapsed = (time.perf_counter() - started) * 1000
+            path = logs.printable(scope["path"])
             log.info(
                 '%s "%s %s" %d %.1fms',
-                client[0], scope["method"], scope["path"], status, elapsed,
-                extra={"client": client[0], "method": scope["method"], "path": scope["path"],
+                client[0], scope["method"], path, status, elapsed,
+                extra={"client": client[0], "method": scope["method"], "path": path,
                        "status": status, "duration_ms": round(elapsed, 1)},
             )
             logs.REQUEST_ID.reset(token)

@@ -17,11 +17,10 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import json
 import sys
 from typing import Any
 
-from api import audit, cli_help, cli_output, db
+from api import audit, cli_help, cli_output, db, jsonsafe
 from api.config import Settings
 from api.responses import ApiError
 from api.validation import ValidationFailed, validate
@@ -178,9 +177,9 @@ def given(args: argparse.Namespace) -> dict[str, Any]:
         if name in NOT_OPTIONS or value is None:
             continue
         if spec.kind == "object" and value.strip():
-            try:
-                value = json.loads(value)
-            except ValueError:
+            try:  # read as the API reads a body: no NaN or Infinity, nothing nested past reason
+                value = jsonsafe.loads(value)
+            except (ValueError, RecursionError):
                 raise Refused({name: [f"The {name} must be a JSON object."]}) from None
         data[name] = value
     if getattr(args, "password_stdin", False):

@@ -93,6 +93,15 @@ def redact(text: str) -> str:
     return PHONE.sub(lambda m: mask_phone(m.group(1) + m.group(2)), text)
 
 
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """Client text (a request path, decoded by the server) with control characters written as
+    escapes: a %0A in a path must not start a forged line of the text log."""
+    return UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if UNPRINTABLE.search(text) else text
+
+
 # --- the record's fields ---------------------------------------------------------------
 
 STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -114,7 +123,11 @@ class Redact(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
             record.request_id = REQUEST_ID.get()
-        record.msg = redact(record.getMessage())
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string in some caller: say what it was, never raise into it
+            text = f"{record.msg!s} (unformattable arguments: {record.args!r})"
+        record.msg = redact(text)
         record.args = None
         for key, value in extra_fields(record).items():
             if isinstance(value, str):

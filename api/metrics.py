@@ -15,7 +15,9 @@ before this module is imported) and the listener adds them up.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import functools
+import logging
+from typing import Any, Callable, Mapping, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
@@ -59,6 +61,26 @@ WEBHOOK_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
+def never_raises(count: Callable[..., None]) -> Callable[..., None]:
+    """Counting runs after a batch committed or a call ended: a failure in it must never make
+    the pipeline take a committed batch for a failed one (and run it again), or fail a send.
+    Said once in the log, then the count is skipped."""
+    @functools.wraps(count)
+    def counting(*args: Any) -> None:
+        try:
+            count(*args)
+        except Exception:
+            if count.__name__ not in _failed:
+                _failed.add(count.__name__)
+                logging.getLogger("smsgw.metrics").exception("counting %s failed; metrics may be short",
+                                                             count.__name__)
+    return counting
+
+
+_failed: set[str] = set()
+
+
+@never_raises
 def committed(batch: Sequence[Any], outcomes: Sequence[Any], entered: Mapping[str, int], seconds: float) -> None:
     """One committed batch: its size, its time, its receipts' outcomes and the states its
     messages entered (``entered``: state -> count, from ``api.batches.apply``). A few
@@ -95,6 +117,7 @@ def receipt_outcomes(batch: Sequence[Any], outcomes: Sequence[Any]) -> dict[tupl
     return found
 
 
+@never_raises
 def sent(gateway_id: Any, failure_code: str | None, seconds: float) -> None:
     """One gateway call ended: accepted (``failure_code`` None) or failed with that code."""
     gateway = str(gateway_id)
@@ -103,6 +126,7 @@ def sent(gateway_id: Any, failure_code: str | None, seconds: float) -> None:
         GATEWAY_FAILURES.labels(gateway, failure_code).inc()
 
 
+@never_raises
 def delivered(outcome: str, seconds: float) -> None:
     """One webhook attempt's answer recorded."""
     WEBHOOK_DELIVERIES.labels(outcome).inc()

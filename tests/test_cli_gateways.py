@@ -123,6 +123,10 @@ def test_bad_values_get_the_api_s_messages_and_exit_2(api, admin):
 
     not_json = smsgw(api.env, "gateway", "create", "--name", "x", "--server-host", "h.example", "--meta", "[1, 2]")
     assert not_json.returncode == 2 and "--meta: The meta must be a JSON object." in not_json.stderr
+    for meta in ('{"x": NaN}', '{"x": Infinity}', "[" * 100_000):  # what the API's body reader refuses too
+        refused = smsgw(api.env, "gateway", "create", "--name", "x", "--server-host", "h.example", "--meta", meta)
+        assert refused.returncode == 2 and "--meta: The meta must be a JSON object." in refused.stderr, refused.stderr
+    assert admin.get("/api/sms-gateways").json()["data"] == []  # nothing was stored, and the list still reads
     nothing = smsgw(api.env, "gateway", "update", "1")
     assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
 

@@ -466,3 +466,16 @@ def test_the_settings_steps_work_as_written(tmp_path):
     settings = config.Settings.from_env(values)
     assert settings.keyring.current is not None
     assert settings.public_url == "https://sms.example.com:8443"
+
+
+def test_render_to_a_file_replaces_it_only_when_the_render_succeeds(tmp_path):
+    """``render -o`` is how the README installs the site: a failed render (a typo in a
+    name) must leave the working site in place, never an empty one for the next reload."""
+    site = tmp_path / "smsgw.conf"
+    render = [str(ROOT / "deploy" / "nginx" / "render"), "-o", str(site), "smsgw.conf"]
+    assert subprocess.run([*render, "LISTEN=9443"], capture_output=True).returncode == 0
+    working = site.read_text()
+    assert "listen 9443 ssl;" in working
+    failed = subprocess.run([*render, "LISTN=9444"], capture_output=True, text=True)
+    assert failed.returncode == 2 and "LISTN" in failed.stderr
+    assert site.read_text() == working and [p.name for p in tmp_path.iterdir()] == ["smsgw.conf"]

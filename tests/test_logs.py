@@ -88,6 +88,16 @@ def test_a_json_line_has_the_fields_and_masks_message_and_fields():
                     "request_id": "req-42", "gateway_id": 5, "failure_code": "timeout", "to": "+1555***4567"}
 
 
+def test_a_log_call_with_bad_arguments_is_written_not_raised_into_its_caller():
+    line = json.loads(formatted(logs.JsonFormatter(), "count %d", ("+15551234567",)))
+    assert line["message"] == "count %d (unformattable arguments: ('+1555***4567',))"
+
+
+def test_control_characters_in_client_text_become_escapes():
+    assert logs.printable("/x\n2026-11-27 ERROR forged\r\x00\x7f") == "/x\\x0a2026-11-27 ERROR forged\\x0d\\x00\\x7f"
+    assert logs.printable("/api/sms-messages/1") == "/api/sms-messages/1"
+
+
 def test_a_line_made_outside_a_request_has_no_request_id():
     assert "request_id" not in json.loads(formatted(logs.JsonFormatter(), "idle", ()))
     assert "[req" not in formatted(logs.TextFormatter(), "idle", ())
@@ -222,6 +232,12 @@ def test_the_guard_s_check_answer_names_the_request(stack, gateway):
         "X-Original-URI": f"/webhooks/jasmin/{gateway['id']}/dlr?token={gateway['callback_token']}"})
     assert answer.status_code == 200 and answer.headers["X-Request-ID"] == "check-1"
     wait_for_line(stack["guard"], "check-1", "smsgw.guard")
+
+
+def test_a_newline_in_a_path_cannot_forge_a_line(stack):
+    stack["admin"].get("/api/nothing%0A2026-11-27 23:59:59,000 ERROR smsgw.api: forged", headers={"X-Request-ID": "forge-1"})
+    line = wait_for_line(stack["api"], "forge-1", "smsgw.access")
+    assert line["path"] == "/api/nothing\\x0a2026-11-27 23:59:59,000 ERROR smsgw.api: forged"
 
 
 def test_an_api_error_reply_and_its_line_share_the_id(stack):

@@ -207,3 +207,14 @@ def test_only_dead_processes_lose_their_live_gauges(tmp_path):
 def test_database_gauges_say_when_the_database_did_not_answer():
     names = {family.name: family for family in metrics_gauges.families(None)}
     assert list(names) == ["smsgw_database_up"] and names["smsgw_database_up"].samples[0].value == 0
+
+
+def test_counting_that_fails_is_logged_once_and_never_raised_into_the_pipeline(caplog):
+    """The pipeline counts a batch after it committed: were counting to raise there, the
+    batch would be taken for a failed one and run again."""
+    from api import metrics
+
+    with caplog.at_level("ERROR", logger="smsgw.metrics"):
+        metrics.committed([], [], {"delivered": "not a count"}, 0.01)
+        metrics.committed([], [], {"delivered": "not a count"}, 0.01)
+    assert [r.getMessage() for r in caplog.records] == ["counting committed failed; metrics may be short"]
