@@ -224,7 +224,7 @@ def not_found(gateway_id: int) -> ApiError:
 async def current(database, gateway_id: int) -> dict[str, Any]:
     from api.resources import fetch_gateway
 
-    row = await fetch_gateway(database, gateway_id) if 0 < gateway_id <= db.MAX_ID else None
+    row = await fetch_gateway(database, gateway_id) if db.is_row_id(gateway_id) else None
     if row is None:
         raise not_found(gateway_id)
     return row
@@ -256,7 +256,11 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
               "(see smsgw secrets --help)", file=sys.stderr)
     async with connected(settings) as (database, dialect):
         if action == "list":
-            rows = await database.fetch_all(gateway_reads.listing(args.search))
+            try:  # the API's rule for ?search= too
+                search = validate({"search": args.search}, gateway_reads.SEARCH, from_form=True).get("search")
+            except ValidationFailed as exc:
+                raise Refused(exc.errors) from None
+            rows = await database.fetch_all(gateway_reads.listing(search))
             found = [shown(db.as_dict(row)) for row in rows]
             print(cli_output.as_json(found) if args.json else cli_output.table(found, LIST_COLUMNS))
             return 0
@@ -277,7 +281,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             return report(args, f"SMS gateway {gateway['id']} deactivated: smsgw sends nothing more through it.",
                           gateway)
         if action == "rotate-token":
-            if 0 < args.id <= db.MAX_ID:
+            if db.is_row_id(args.id):
                 try:
                     gateway = await gateways.rotate_token(database, dialect, audit.CLI, args.id, grace)
                 except ApiError as exc:

@@ -74,7 +74,7 @@ def cmd_message(settings: Settings, args: argparse.Namespace) -> int:
 async def fetch(database, message_id: int) -> dict[str, Any] | None:
     from api.messages import fetch_message, public
 
-    row = await fetch_message(database, message_id) if 0 < message_id <= db.MAX_ID else None
+    row = await fetch_message(database, message_id) if db.is_row_id(message_id) else None
     return public(row) if row is not None else None
 
 

@@ -162,6 +162,12 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 MAX_ID = 2**63 - 1
 
 
+def is_row_id(value: int) -> bool:
+    """Whether ``value`` can be a row's id: a larger number would overflow PostgreSQL's bigint
+    before the database could say "not found"."""
+    return 0 < value <= MAX_ID
+
+
 class JsonDocument(sa.types.TypeDecorator):
     """A JSON object column: JSON text on SQLite, JSONB on PostgreSQL.
 

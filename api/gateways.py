@@ -18,7 +18,7 @@ from api import audit, callback_tokens, changes, clock, db, passwords, secrets
 from api.bodies import read_body
 from api.gateway_reads import public
 from api.providers import PROVIDERS
-from api.resources import fetch_gateway, gateway_not_found, get_or_404, path_id
+from api.resources import fetch_gateway, gateway_not_found, gateway_or_404, get_or_404, path_id
 from api.responses import ApiError, ok
 from api.tables import gateways, messages, unmatched_receipts
 from api.validation import Field, ValidationFailed, validate
@@ -138,10 +138,7 @@ async def update(database, dialect: str, actor: audit.Actor, current: Mapping[st
         if changed:  # names only: never a value (a password, a token)
             await audit.record(database, dialect, actor, audit.GATEWAY_CHANGED, target_type="sms_gateway",
                                target_id=gateway_id, details={"fields": changed})
-    gateway = await fetch_gateway(database, gateway_id)
-    if gateway is None:
-        raise gateway_not_found()
-    return gateway
+    return await gateway_or_404(database, gateway_id)
 
 
 GRACE = {"grace_seconds": Field("integer", min_value=0, max_value=30 * 24 * 3600)}
@@ -170,10 +167,7 @@ async def rotate_token(database, dialect: str, actor: audit.Actor, gateway_id: i
             previous_callback_tokens=history, callback_token=callback_tokens.generate(), updated_at=stamp))
     await audit.record(database, dialect, actor, audit.TOKEN_ROTATED, target_type="sms_gateway",
                        target_id=gateway_id, details={"grace_seconds": grace})
-    gateway = await fetch_gateway(database, gateway_id)
-    if gateway is None:
-        raise gateway_not_found()
-    return gateway
+    return await gateway_or_404(database, gateway_id)
 
 
 # --- the routes ----------------------------------------------------------------------

@@ -45,9 +45,14 @@ def gateway_not_found() -> ApiError:
     return ApiError(404, "SMS gateway not found.")
 
 
-async def get_or_404(request: Request, *, count: bool = True) -> dict[str, Any]:
-    """The gateway the path names, or 404; ``count=False`` skips counting its messages."""
-    gateway = await fetch_gateway(request.app.state.database, path_id(request), count=count)
+async def gateway_or_404(database, gateway_id: int, *, count: bool = True) -> dict[str, Any]:
+    """The gateway's row, or the 404 ApiError (a route's answer, the CLI's message)."""
+    gateway = await fetch_gateway(database, gateway_id, count=count)
     if gateway is None:
         raise gateway_not_found()
     return gateway
+
+
+async def get_or_404(request: Request, *, count: bool = True) -> dict[str, Any]:
+    """The gateway the path names, or 404; ``count=False`` skips counting its messages."""
+    return await gateway_or_404(request.app.state.database, path_id(request), count=count)

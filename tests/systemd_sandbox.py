@@ -41,6 +41,8 @@ class ArgCmp(ctypes.Structure):
 
 
 def unit_settings(unit: Path) -> dict[str, list[str]]:
+    """Every ``Key=value`` of the [Service] section, a key's values in order (systemd
+    allows a key again: Environment=, SystemCallFilter=)."""
     settings: dict[str, list[str]] = {}
     section = None
     for line in unit.read_text().splitlines():

@@ -127,6 +127,9 @@ def test_bad_values_get_the_api_s_messages_and_exit_2(api, admin):
         refused = smsgw(api.env, "gateway", "create", "--name", "x", "--server-host", "h.example", "--meta", meta)
         assert refused.returncode == 2 and "--meta: The meta must be a JSON object." in refused.stderr, refused.stderr
     assert admin.get("/api/sms-gateways").json()["data"] == []  # nothing was stored, and the list still reads
+    too_long = smsgw(api.env, "gateway", "list", "--search", "x" * 256)
+    api_says = admin.get("/api/sms-gateways", params={"search": "x" * 256}).json()["errors"]["search"][0]
+    assert too_long.returncode == 2 and f"--search: {api_says}" in too_long.stderr, too_long.stderr
     nothing = smsgw(api.env, "gateway", "update", "1")
     assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
 

@@ -23,6 +23,7 @@ import pytest
 from api import config
 from tests.nginx import DEPLOY, NGINX, nginx_before_stubs, render, start_nginx
 from tests.servers import ROOT, StubGateway, free_port, run_smsgw, services_required, start_api, start_guard
+from tests.systemd_sandbox import unit_settings
 
 SYSTEMD = ROOT / "deploy" / "systemd"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -44,21 +45,6 @@ def rendered_units(directory: Path) -> list[Path]:
         path.write_text(text.replace(PREFIX, str(prefix)))
         paths.append(path)
     return paths
-
-
-def service_settings(unit: Path) -> dict[str, list[str]]:
-    """Every ``Key=value`` of the [Service] section, a key's values in order (systemd
-    allows a key again: Environment=, SystemCallFilter=)."""
-    settings: dict[str, list[str]] = {}
-    section = None
-    for line in unit.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[Service]" and line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            settings.setdefault(key, []).append(value)
-    return settings
 
 
 needs_systemd_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None and not services_required(),
@@ -107,7 +93,7 @@ HARDENING = {
 @pytest.mark.parametrize("name", UNITS)
 def test_each_unit_is_hardened_and_runs_smsgw_as_documented(tmp_path, name):
     [unit] = [path for path in rendered_units(tmp_path) if path.name == name]
-    settings = service_settings(unit)
+    settings = unit_settings(unit)
     for key, value in HARDENING.items():
         assert value in settings.get(key, []), f"{name}: {key}={value} is missing"
     assert "SMSGW_LOG_FORMAT=json" in settings["Environment"]
