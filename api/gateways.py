@@ -195,6 +195,9 @@ async def delete_gateway(request: Request) -> JSONResponse:
     )
 
 
+ROTATE_SCHEMA = {"grace_seconds": Field("integer", min_value=0, max_value=30 * 24 * 3600)}
+
+
 async def rotate_callback_token(request: Request) -> JSONResponse:
     """A new token now; each previous one keeps working until its own grace ends.
 
@@ -208,11 +211,7 @@ async def rotate_callback_token(request: Request) -> JSONResponse:
     state = request.app.state
     gateway_id = path_id(request)
     body = await read_body(request, state.settings.max_body_bytes, empty_ok=True)
-    values = validate(
-        body.data,
-        {"grace_seconds": Field("integer", min_value=0, max_value=30 * 24 * 3600)},
-        from_form=body.from_form,
-    )
+    values = validate(body.data, ROTATE_SCHEMA, from_form=body.from_form)
     grace = values.get("grace_seconds", state.settings.callback_token_grace)
     # Read and write under the row's lock: two rotations at once each keep the other's token.
     async with db.write_transaction(state.database, state.dialect) as connection:
