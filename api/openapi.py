@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from api import (
-    audit, batch_sends, db, events, gateway_reads, gateways, keys, messages, pages, scopes, sending, unmatched,
+    audit, batch_sends, db, events, phone, gateway_reads, gateways, keys, messages, pages, scopes, sending, unmatched,
     webhook_deliveries, webhook_endpoints,
 )
 from api.openapi_shapes import (
@@ -208,7 +208,8 @@ GATEWAY_NOTES = {
 }
 SEND_NOTES = {
     "to_number": {"description": "International format, + and the country code first (E.164 once stored): "
-                                 "+14155550123. Short codes and premium-rate numbers are refused."},
+                                 "+14155550123. Short codes and premium-rate numbers are refused.",
+                  "pattern": phone.PUNCTUATED.pattern, "examples": ["+14155550123"]},
     "from_sender": {"description": "Required when the gateway has no default_sender_id."},
     "callback_url": {"description": "An http(s) URL for receipts; smsgw's own (with the gateway's token) when absent."},
     "send_at": {"description": "RFC 3339 with its offset: sent then (at most a year ahead). In the past: now.",
