@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import auth, callback_tokens, db, pages, phone, scopes, states
+from api import auth, callback_tokens, db, encoding, pages, phone, scopes, states
 from api.openapi_shapes import ANY, BOOLEAN, ID, INTEGER, STRING, TIME, described, enum, nullable, shape
 from api.resources import get_or_404, path_id
 from api.responses import ApiError, ok
@@ -33,7 +33,7 @@ SHAPE = shape({
     "external_message_id": nullable(STRING),
     "failure_reason": nullable(STRING),
     "failure_code": nullable(STRING),
-    "encoding": nullable(STRING),
+    "encoding": nullable(enum((encoding.GSM7, encoding.UCS2))),
     "segments": nullable(INTEGER),
     "remote_response": described(ANY, "The gateway's answer to the send, as it was; null before one."),
     "client_reference": nullable(STRING),

@@ -210,7 +210,11 @@ SEND_NOTES = {
     "to_number": {"description": "International format, + and the country code first (E.164 once stored): "
                                  "+14155550123. Short codes and premium-rate numbers are refused.",
                   "pattern": phone.PUNCTUATED.pattern, "examples": ["+14155550123"]},
-    "from_sender": {"description": "Required when the gateway has no default_sender_id."},
+    "from_sender": {"description": "Required when the gateway has no default_sender_id.", "examples": ["ACME"]},
+    "message": {"description": "GSM-7 or UCS-2, worked out from the text; long texts go as several segments.",
+                "examples": ["Your code is 4711."]},
+    "client_reference": {"description": "Your own reference, to find the message by (?client_reference=).",
+                         "examples": ["order-42"]},
     "callback_url": {"description": "An http(s) URL for receipts; smsgw's own (with the gateway's token) when absent."},
     "send_at": {"description": "RFC 3339 with its offset: sent then (at most a year ahead). In the past: now.",
                 "examples": ["2026-11-27T18:00:00Z"]},
@@ -323,7 +327,7 @@ def operations(max_batch: int) -> dict[tuple[str, str], Operation]:
             "getDocsAsset", "documentation", "A file of the docs page", {
                 200: Answer("The file.", content={"text/css": STRING, "text/javascript": STRING,
                                                   "image/png": STRING, JSON: OBJECT}),
-                404: refusal("No such file.")}, public=True),
+                404: refusal("No such file: only these are served.")}, public=True),
         ("GET", "/api/sms-gateways"): Operation(
             "listGateways", "gateways", "List gateways", {200: ok_answer("Every gateway the key may use.",
                                                                       items(GATEWAY))},
@@ -525,7 +529,9 @@ def operation(method: str, route_path: str, entry: Operation) -> dict[str, Any]:
         parameters.append({"name": "id", "in": "path", "required": True,
                            "schema": {"type": "integer", "minimum": 0, "examples": [1]}})
     if has_asset:
-        parameters.append({"name": "asset", "in": "path", "required": True, "schema": STRING})
+        from api.openapi_docs import asset_names  # (that module serves this one: imported when built)
+
+        parameters.append({"name": "asset", "in": "path", "required": True, "schema": enum(asset_names())})
     parameters += entry.query
     if entry.paged:
         parameters += query_parameters(pages.PAGE_FIELDS, {
@@ -561,7 +567,7 @@ def operation(method: str, route_path: str, entry: Operation) -> dict[str, Any]:
             content[MULTIPART] = {"schema": entry.body.schema}
         result["requestBody"] = {"required": not entry.body.optional, "content": content}
         answers.setdefault(400, refusal("The body is not valid JSON (or a form), or not an object."))
-        answers.setdefault(413, refusal("The body is larger than SMSGW_MAX_BODY_BYTES."))
+        answers.setdefault(413, refusal("The body is larger than SMSGW_MAX_BODY_BYTES (a batch may be larger: 8 KiB a message)."))
         answers.setdefault(415, refusal("The Content-Type is neither JSON nor"
                                         + (" a form." if entry.body.forms else " (here) accepted: send JSON.")))
     if entry.body is not None or entry.query or entry.paged or entry.headers:

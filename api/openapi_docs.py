@@ -63,6 +63,11 @@ OWN_ASSETS = {"smsgw-docs.js": (INITIALIZER, "text/javascript")}
 REVALIDATE = {"Cache-Control": "no-cache"}  # the ETag answers 304; an upgrade is seen at once
 
 
+def asset_names() -> list[str]:
+    """Every file the page may ask for, as the document lists them."""
+    return sorted([*ASSETS, *OWN_ASSETS])
+
+
 async def openapi_json(request: Request) -> JSONResponse:
     return JSONResponse(openapi.document(request.app))
 

@@ -196,7 +196,7 @@ JSON_VALUES = {
     "allowed_countries": ["US"], "events": ["message.delivered"],
 }
 TEXT_VALUES = {"state": "submitted", "kind": "receipt", "status": "pending", "provider_type": "jasmin",
-               "action": "key.created", "event_type": "message.delivered",
+               "action": "key.created", "event_type": "message.delivered", "encoding": "gsm7",
                "callback_url": "https://sms.example/webhooks/jasmin/1/dlr?token=" + "t" * 24}
 
 
