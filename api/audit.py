@@ -23,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import audit_chain, clock, db, pages
+from api.openapi_shapes import ANY, ID, STRING, TIME, described, enum, nullable, shape
 from api.peer import client_address
 from api.responses import ok
 from api.tables import audit_events
 from api.validation import Field
-from api.openapi_shapes import ANY, ID, STRING, TIME, described, enum, nullable, shape
 
 # What happened (the ``action`` column).
 KEY_CREATED = "key.created"

@@ -21,6 +21,7 @@ from api import audit, auth, clock, db, phone, scopes, states
 from api.bodies import read_body
 from api.changes import NewMessages
 from api.messages import public
+from api.openapi_shapes import ID, INTEGER, TIME, described, shape
 from api.resources import get_or_404, path_id
 from api.responses import ApiError, ok
 from api.sending import (
@@ -28,7 +29,6 @@ from api.sending import (
 )
 from api.tables import batches, messages
 from api.validation import ValidationFailed, validate
-from api.openapi_shapes import ID, INTEGER, TIME, described, shape
 
 # What ``show_batch`` returns, as the OpenAPI document declares it.
 SHAPE = shape({

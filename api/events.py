@@ -13,15 +13,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import auth, pages, scopes
+from api.changes import RECEIPT, STATE
+from api.openapi_shapes import ANY, BOOLEAN, ID, STRING, TIME, described, enum, nullable, shape
 from api.resources import path_id
 from api.responses import ApiError, ok
 from api.tables import events, messages
-from api.openapi_shapes import ANY, BOOLEAN, ID, STRING, TIME, described, enum, nullable, shape
 
 # What ``public`` returns, as the OpenAPI document declares it.
 SHAPE = shape({
     "id": ID,
-    "kind": described(enum(("receipt", "state")), "A receipt that arrived, or a change smsgw made itself."),
+    "kind": described(enum((RECEIPT, STATE)), "A receipt that arrived, or a change smsgw made itself."),
     "raw_status": nullable(STRING),
     "state_before": nullable(STRING),
     "state_after": nullable(STRING),
@@ -32,6 +33,7 @@ SHAPE = shape({
     "received_at": TIME,
     "recorded_at": TIME,
 })
+
 
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
     return {

@@ -17,10 +17,10 @@ from starlette.responses import JSONResponse
 
 from api import audit, auth, clock, db, scopes
 from api.bodies import read_body
+from api.openapi_shapes import ID, STRING, TIME, array, described, enum, nullable, shape
 from api.responses import ApiError, ok
 from api.tables import api_keys, gateways
 from api.validation import Errors, Field, ValidationFailed, validate
-from api.openapi_shapes import ID, STRING, TIME, array, described, enum, nullable, shape
 
 NAME = Field("string", required=True, max_length=255)
 MAX_LIST = 1000

@@ -232,12 +232,14 @@ PREFER = {
     "description": "respond-async: 202 once stored; the dispatcher sends it.",
     "schema": {"type": "string", "examples": ["respond-async"]},
 }
+# Read leniently (api.receipts.parse_receipt): a number is read as its text; an object, a
+# list, a boolean or a blank counts as absent. A gateway is never refused for a field's form.
 RECEIPT_FIELDS = {
-    "message_id": described(STRING, "The gateway's id of the message (else id, else messageId)."),
-    "id": STRING,
-    "messageId": STRING,
-    "status": described(STRING, "The delivery status (else message_status); delivered when absent."),
-    "message_status": STRING,
+    "message_id": {"description": "The gateway's id of the message (else id, else messageId)."},
+    "id": {},
+    "messageId": {},
+    "status": {"description": "The delivery status (else message_status); delivered when absent."},
+    "message_status": {},
 }
 RECEIPT_ANSWERS = {
     200: Answer("Received and stored (matched to its message, parked until it is known, or ignored): never "

@@ -17,11 +17,11 @@ from starlette.responses import JSONResponse
 
 from api import pages
 from api.changes import APPLIED, EXPIRED, PENDING
+from api.openapi_shapes import ANY, ID, STRING, TIME, enum, nullable, shape
 from api.resources import get_or_404
 from api.responses import ok
 from api.tables import unmatched_receipts
 from api.validation import Field
-from api.openapi_shapes import ANY, ID, STRING, TIME, enum, nullable, shape
 
 # What ``public`` returns, as the OpenAPI document declares it (and which columns it copies).
 SHAPE = shape({

@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import audit, clock, db, pages
+from api.openapi_shapes import ID, INTEGER, NUMBER, STRING, TIME, described, enum, nullable, shape
 from api.resources import path_id
 from api.responses import ApiError, ok
 from api.tables import webhook_deliveries, webhook_endpoints, webhook_events
 from api.validation import Field, ValidationFailed
-from api.openapi_shapes import ID, INTEGER, NUMBER, STRING, TIME, described, enum, nullable, shape
 from api.webhook_endpoints import NOT_FOUND, endpoint_id_of, get_or_404, wake
 from api.notices import EVENT_TYPES
 from api.webhook_schedule import DELIVERING, FAILED, PENDING, STATUSES, SUCCEEDED, started_over

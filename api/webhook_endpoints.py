@@ -23,11 +23,11 @@ from api import audit, clock, db, secrets, ssrf, webhook_schedule, webhook_signi
 from api.bodies import read_body
 from api.keys import unknown_gateways
 from api.notices import EVENT_TYPES
+from api.openapi_shapes import BOOLEAN, ID, STRING, TIME, array, described, enum, nullable, shape
 from api.resources import path_id
 from api.responses import ApiError, ok
 from api.tables import webhook_deliveries, webhook_endpoints
 from api.validation import Errors, Field, ValidationFailed, validate
-from api.openapi_shapes import BOOLEAN, ID, STRING, TIME, array, described, enum, nullable, shape
 
 # The authenticated data of a sealed secret. One purpose for both columns: a rotation
 # moves the current secret, sealed as it is, into ``previous_secret``.

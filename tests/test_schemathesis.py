@@ -25,7 +25,11 @@ from api import clock
 from tests.servers import ROOT, StubGateway, run_smsgw, start_api
 
 ADMIN_KEY = "schemathesis-admin-key-" + "x" * 32
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+CHECKS = ",".join((
+    "not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance",
+    "response_headers_conformance",
+    "use_after_free", "ensure_resource_availability",  # (stateful) a deleted thing is gone, a made one is there
+))
 MAX_EXAMPLES = 20  # per operation and phase: the whole run stays within a few minutes on two cores
 SEED = 1414  # the same run each time; a failure reproduces
 
