@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from xml.etree import ElementTree
 
 import httpx
@@ -66,14 +67,15 @@ def seed(url: str, env: dict[str, str], stub_port: int) -> None:
             assert receipt.status_code == 200, receipt.text
 
 
-def schemathesis(url: str, env: dict[str, str], report: str) -> subprocess.CompletedProcess:
+def schemathesis(url: str, env: dict[str, str], workdir: Path) -> subprocess.CompletedProcess:
+    """The CLI, run in ``workdir`` (where it keeps its cache and writes junit.xml)."""
     return subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/api/openapi.json",
          "--header", f"Authorization: Bearer {ADMIN_KEY}", "--checks", CHECKS,
          "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
-         "--request-timeout", "30", "--report", "junit", "--report-junit-path", report,
+         "--request-timeout", "30", "--report", "junit", "--report-junit-path", str(workdir / "junit.xml"),
          "--suppress-health-check", "all", "--no-color"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        env=env, cwd=workdir, capture_output=True, text=True, timeout=900)
 
 
 def test_schemathesis_finds_no_5xx_and_nothing_undocumented(empty_database, tmp_path, stub):
@@ -84,7 +86,7 @@ def test_schemathesis_finds_no_5xx_and_nothing_undocumented(empty_database, tmp_
         seed(api.url, api.env, stub.port)
         env = {**api.env, "SCHEMATHESIS_HOOKS": str(ROOT / "tests" / "schemathesis_hooks.py"),
                "SMSGW_TEST_STUB_PORT": str(stub.port)}
-        run = schemathesis(api.url, env, str(tmp_path / "junit.xml"))
+        run = schemathesis(api.url, env, tmp_path)
         assert run.returncode == 0, run.stdout[-20_000:] + run.stderr[-5_000:]
         # Every operation the document names was tested, none skipped, none failed.
         suite = ElementTree.parse(tmp_path / "junit.xml").getroot()
@@ -98,3 +100,22 @@ def test_schemathesis_finds_no_5xx_and_nothing_undocumented(empty_database, tmp_
         assert stub.received, "no generated gateway call reached the stub"
     finally:
         api.process.stop()
+
+
+def test_the_hooks_point_every_address_the_api_would_call_at_the_stub():
+    from tests.schemathesis_hooks import local_only, upstream_failure
+
+    made = local_only("POST", "/api/sms-gateways", {"name": "g", "server_host": "10.0.0.1"}, 4242)
+    assert made == {"name": "g", "server_host": "127.0.0.1", "server_port": 4242}  # no port given: the stub's too
+    changed = local_only("PATCH", "/api/sms-gateways/{id}", {"server_port": "8080", "use_ssl": True}, 4242)
+    assert changed == {"server_port": 4242, "use_ssl": True}
+    invalid = {"server_host": "h" * 256, "server_port": 70000}
+    assert local_only("PUT", "/api/sms-gateways/{id}", invalid, 4242) == invalid  # refused by the API anyway
+    hook = local_only("PATCH", "/api/webhook-endpoints/{id}", {"url": "https://example.com/x"}, 4242)
+    assert hook == {"url": "http://127.0.0.1:4242/webhook"}
+    assert local_only("POST", "/api/sms-gateways/{id}/send", {"to_number": "+1"}, 4242) == {"to_number": "+1"}
+    failed = b'{"message": "m", "data": {"state": "failed", "failure_reason": "refused"}}'
+    assert upstream_failure("POST", "/api/sms-gateways/{id}/send", 502, failed)
+    assert not upstream_failure("POST", "/api/sms-gateways/{id}/send", 500, failed)
+    assert not upstream_failure("POST", "/api/sms-gateways/{id}/send", 502, b'{"message": "boom"}')
+    assert not upstream_failure("GET", "/api/sms-gateways", 502, failed)
