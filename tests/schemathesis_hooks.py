@@ -8,6 +8,9 @@ opens a connection beyond the loopback stub, nor looks a name up in DNS. Values 
 generator made invalid (wrong type, too long) are left as they are, so refusals are
 still exercised.
 
+The run's own API key (SMSGW_TEST_OWN_KEY_ID) is never revoked: a generated DELETE
+of it revokes the seeded key 1 instead, so the run cannot lock itself out.
+
 A send whose gateway fails answers 502, 503 or 504 by design (the contract: the
 message, recorded failed, with why). Those answers are documented, and a generated
 gateway (TLS to the plain stub, another provider's format) does fail; every other
@@ -47,6 +50,14 @@ def local_only(method: str, path: str, body: Any, stub_port: int) -> Any:
     return body
 
 
+def spared(method: str, path: str, path_parameters: Any, own_key_id: int) -> Any:
+    """The path parameters with a revocation of the run's own key turned into one of key 1."""
+    if (method, path) == ("DELETE", "/api/api-keys/{id}") and isinstance(path_parameters, dict) \
+            and path_parameters.get("id") == own_key_id:
+        return {**path_parameters, "id": 1}
+    return path_parameters
+
+
 def upstream_failure(method: str, path: str, status: int, content: bytes) -> bool:
     """A send's documented answer to its gateway's failure: 502/503/504 with the message, failed."""
     if (method, path) != SEND or status not in UPSTREAM_FAILURES:
@@ -60,8 +71,9 @@ def upstream_failure(method: str, path: str, status: int, content: bytes) -> boo
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    case.body = local_only(case.operation.method.upper(), case.operation.path, case.body,
-                           int(os.environ["SMSGW_TEST_STUB_PORT"]))
+    method, path = case.operation.method.upper(), case.operation.path
+    case.body = local_only(method, path, case.body, int(os.environ["SMSGW_TEST_STUB_PORT"]))
+    case.path_parameters = spared(method, path, case.path_parameters, int(os.environ["SMSGW_TEST_OWN_KEY_ID"]))
 
 
 @schemathesis.hook

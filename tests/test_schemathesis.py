@@ -6,10 +6,11 @@ document (status code, Content-Type, body schema).
 Seeded first through the API itself, so that the document's example id (1) and the
 links between operations (a created gateway's id into its send, ...) reach real
 rows: gateway 1 (pointing at a stub gateway), webhook endpoint 1, message 1 with
-a receipt, batch 1, a parked receipt, API key 1 (made with ``smsgw apikey create``).
-The run authenticates with SMSGW_ADMIN_KEY: a generated DELETE of key 1 (or any id)
-cannot revoke the key the run itself uses. ``tests/schemathesis_hooks.py`` keeps
-every address the API would connect to on the loopback stub.
+a receipt, batch 1, a parked receipt, API key 1. The run authenticates with key 2,
+made as a user makes one (``smsgw apikey create``, every scope); a generated DELETE
+of it revokes key 1 instead, so the run never locks itself out half-way.
+``tests/schemathesis_hooks.py`` does that, and keeps every address the API would
+connect to on the loopback stub.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import pytest
 from api import clock
 from tests.servers import ROOT, StubGateway, run_smsgw, start_api
 
-ADMIN_KEY = "schemathesis-admin-key-" + "x" * 32
 CHECKS = ",".join((
     "not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance",
     "response_headers_conformance",
@@ -43,10 +43,13 @@ def stub():
     gateway.stop()
 
 
-def seed(url: str, env: dict[str, str], stub_port: int) -> None:
-    """One of each kind of row, each id 1, made the way users make them."""
-    run_smsgw(env, "apikey", "create", "--name", "seeded")
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as api:
+def new_key(env: dict[str, str], name: str) -> str:
+    return run_smsgw(env, "apikey", "create", "--name", name).stdout.strip().splitlines()[-1]
+
+
+def seed(url: str, key: str, stub_port: int) -> None:
+    """One of each kind of row, each id 1, made the way users make them (key 1 is made before)."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
         def made(response: httpx.Response, status: int) -> dict:
             assert response.status_code == status, response.text
             return response.json()["data"]
@@ -67,11 +70,11 @@ def seed(url: str, env: dict[str, str], stub_port: int) -> None:
             assert receipt.status_code == 200, receipt.text
 
 
-def schemathesis(url: str, env: dict[str, str], workdir: Path) -> subprocess.CompletedProcess:
+def schemathesis(url: str, key: str, env: dict[str, str], workdir: Path) -> subprocess.CompletedProcess:
     """The CLI, run in ``workdir`` (where it keeps its cache and writes junit.xml)."""
     return subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/api/openapi.json",
-         "--header", f"Authorization: Bearer {ADMIN_KEY}", "--checks", CHECKS,
+         "--header", f"Authorization: Bearer {key}", "--checks", CHECKS,
          "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
          "--request-timeout", "30", "--report", "junit", "--report-junit-path", str(workdir / "junit.xml"),
          "--suppress-health-check", "all", "--no-color"],
@@ -79,14 +82,15 @@ def schemathesis(url: str, env: dict[str, str], workdir: Path) -> subprocess.Com
 
 
 def test_schemathesis_finds_no_5xx_and_nothing_undocumented(empty_database, tmp_path, stub):
-    api = start_api(tmp_path, SMSGW_DATABASE_URL=empty_database, SMSGW_ADMIN_KEY=ADMIN_KEY,
-                    SMSGW_PUBLIC_URL="https://sms.example.test", SMSGW_WEBHOOK_ALLOW_HTTP="1",
-                    SMSGW_WEBHOOK_ALLOW_PRIVATE="1", SMSGW_WEBHOOK_INTERVAL="0.2")
+    api = start_api(tmp_path, SMSGW_DATABASE_URL=empty_database, SMSGW_PUBLIC_URL="https://sms.example.test",
+                    SMSGW_WEBHOOK_ALLOW_HTTP="1", SMSGW_WEBHOOK_ALLOW_PRIVATE="1", SMSGW_WEBHOOK_INTERVAL="0.2")
     try:
-        seed(api.url, api.env, stub.port)
+        new_key(api.env, "seeded")  # id 1: the one a generated revocation may take
+        key = new_key(api.env, "schemathesis")  # id 2: the run's own
+        seed(api.url, key, stub.port)
         env = {**api.env, "SCHEMATHESIS_HOOKS": str(ROOT / "tests" / "schemathesis_hooks.py"),
-               "SMSGW_TEST_STUB_PORT": str(stub.port)}
-        run = schemathesis(api.url, env, tmp_path)
+               "SMSGW_TEST_STUB_PORT": str(stub.port), "SMSGW_TEST_OWN_KEY_ID": "2"}
+        run = schemathesis(api.url, key, env, tmp_path)
         assert run.returncode == 0, run.stdout[-20_000:] + run.stderr[-5_000:]
         # Every operation the document names was tested, none skipped, none failed.
         suite = ElementTree.parse(tmp_path / "junit.xml").getroot()
@@ -98,12 +102,15 @@ def test_schemathesis_finds_no_5xx_and_nothing_undocumented(empty_database, tmp_
         assert suite.get("failures") == suite.get("errors") == suite.get("skipped") == "0"
         assert "Traceback" not in api.log, api.log[-5000:]
         assert stub.received, "no generated gateway call reached the stub"
+        # the run's key was never revoked: every answer it got was the API's, not a 401
+        assert httpx.get(f"{api.url}/api/api-keys", headers={"Authorization": f"Bearer {key}"},
+                         timeout=30).status_code == 200
     finally:
         api.process.stop()
 
 
 def test_the_hooks_point_every_address_the_api_would_call_at_the_stub():
-    from tests.schemathesis_hooks import local_only, upstream_failure
+    from tests.schemathesis_hooks import local_only, spared, upstream_failure
 
     made = local_only("POST", "/api/sms-gateways", {"name": "g", "server_host": "10.0.0.1"}, 4242)
     assert made == {"name": "g", "server_host": "127.0.0.1", "server_port": 4242}  # no port given: the stub's too
@@ -119,3 +126,6 @@ def test_the_hooks_point_every_address_the_api_would_call_at_the_stub():
     assert not upstream_failure("POST", "/api/sms-gateways/{id}/send", 500, failed)
     assert not upstream_failure("POST", "/api/sms-gateways/{id}/send", 502, b'{"message": "boom"}')
     assert not upstream_failure("GET", "/api/sms-gateways", 502, failed)
+    assert spared("DELETE", "/api/api-keys/{id}", {"id": 2}, 2) == {"id": 1}
+    assert spared("DELETE", "/api/api-keys/{id}", {"id": 3}, 2) == {"id": 3}
+    assert spared("GET", "/api/sms-gateways/{id}", {"id": 2}, 2) == {"id": 2}
