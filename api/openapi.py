@@ -16,11 +16,11 @@ Public (no API key): the document itself and the page that shows it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from api import (
-    audit, batch_sends, db, events, phone, gateway_reads, gateways, keys, messages, pages, scopes, sending, unmatched,
+    audit, batch_sends, events, gateway_reads, gateways, keys, messages, pages, phone, scopes, sending, unmatched,
     webhook_deliveries, webhook_endpoints,
 )
 from api.openapi_shapes import (
@@ -126,7 +126,8 @@ PAGE_META = shape({"limit": INTEGER, "next_cursor": described(nullable(STRING),
 HEALTH = {
     "type": "object", "required": ["status"],
     "properties": {"status": enum(("ok", "unavailable")),
-                   "reason": described(STRING, "Why it is unavailable, when smsgw can tell (e.g. run `smsgw migrate`).")},
+                   "reason": described(STRING, "Why it is unavailable, when smsgw can tell "
+                                               "(e.g. run `smsgw migrate`).")},
     "additionalProperties": False,
 }
 RECEIVED = shape({"message": {"const": "DLR received"}})
@@ -305,8 +306,7 @@ def operations(max_batch: int) -> dict[tuple[str, str], Operation]:
     }
 
     def receipt_operation(method: str, suffix: str) -> Operation:
-        base = receipt[method]
-        return Operation(**{**base.__dict__, "operation_id": base.operation_id.format(suffix)})
+        return replace(receipt[method], operation_id=receipt[method].operation_id.format(suffix))
 
     return {
         ("GET", "/webhooks/jasmin/{id:int}/dlr"): receipt_operation("GET", "Jasmin"),
@@ -341,9 +341,8 @@ def operations(max_batch: int) -> dict[tuple[str, str], Operation]:
         ("GET", "/api/sms-gateways/{id:int}"): Operation(
             "getGateway", "gateways", "One gateway", {200: ok_answer("The gateway.", GATEWAY)}),
         ("PATCH", "/api/sms-gateways/{id:int}"): update_gateway,
-        ("PUT", "/api/sms-gateways/{id:int}"): Operation(**{**update_gateway.__dict__,
-                                                            "operation_id": "replaceGateway",
-                                                            "summary": "Update a gateway (as PATCH)"}),
+        ("PUT", "/api/sms-gateways/{id:int}"): replace(update_gateway, operation_id="replaceGateway",
+                                                       summary="Update a gateway (as PATCH)"),
         ("DELETE", "/api/sms-gateways/{id:int}"): Operation(
             "deleteGateway", "gateways", "Delete a gateway that has sent nothing", {
                 200: ok_answer("Deleted.", DELETED),
@@ -569,7 +568,8 @@ def operation(method: str, route_path: str, entry: Operation) -> dict[str, Any]:
             content[MULTIPART] = {"schema": entry.body.schema}
         result["requestBody"] = {"required": not entry.body.optional, "content": content}
         answers.setdefault(400, refusal("The body is not valid JSON (or a form), or not an object."))
-        answers.setdefault(413, refusal("The body is larger than SMSGW_MAX_BODY_BYTES (a batch may be larger: 8 KiB a message)."))
+        answers.setdefault(413, refusal("The body is larger than SMSGW_MAX_BODY_BYTES "
+                                        "(a batch may be larger: 8 KiB a message)."))
         answers.setdefault(415, refusal("The Content-Type is neither JSON nor"
                                         + (" a form." if entry.body.forms else " (here) accepted: send JSON.")))
     if entry.body is not None or entry.query or entry.paged or entry.headers:

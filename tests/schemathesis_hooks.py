@@ -3,12 +3,12 @@
 The API under test calls whatever a gateway record names, and delivers webhooks to
 whatever an endpoint names. Generated data would name any host on any network, so
 before each request every gateway it makes or changes is pointed at the test's stub
-gateway, and every webhook URL at it too (SMSGW_TEST_STUB_PORT): the API never
+gateway, and every webhook URL at it too (ST_HOOKS_STUB_PORT): the API never
 opens a connection beyond the loopback stub, nor looks a name up in DNS. Values a
 generator made invalid (wrong type, too long) are left as they are, so refusals are
 still exercised.
 
-The run's own API key (SMSGW_TEST_OWN_KEY_ID) is never revoked: a generated DELETE
+The run's own API key (ST_HOOKS_OWN_KEY_ID) is never revoked: a generated DELETE
 of it revokes the seeded key 1 instead, so the run cannot lock itself out.
 
 A send whose gateway fails answers 502, 503 or 504 by design (the contract: the
@@ -72,8 +72,8 @@ def upstream_failure(method: str, path: str, status: int, content: bytes) -> boo
 @schemathesis.hook
 def before_call(context, case, kwargs):
     method, path = case.operation.method.upper(), case.operation.path
-    case.body = local_only(method, path, case.body, int(os.environ["SMSGW_TEST_STUB_PORT"]))
-    case.path_parameters = spared(method, path, case.path_parameters, int(os.environ["SMSGW_TEST_OWN_KEY_ID"]))
+    case.body = local_only(method, path, case.body, int(os.environ["ST_HOOKS_STUB_PORT"]))
+    case.path_parameters = spared(method, path, case.path_parameters, int(os.environ["ST_HOOKS_OWN_KEY_ID"]))
 
 
 @schemathesis.hook

@@ -89,7 +89,7 @@ def test_schemathesis_finds_no_5xx_and_nothing_undocumented(empty_database, tmp_
         key = new_key(api.env, "schemathesis")  # id 2: the run's own
         seed(api.url, key, stub.port)
         env = {**api.env, "SCHEMATHESIS_HOOKS": str(ROOT / "tests" / "schemathesis_hooks.py"),
-               "SMSGW_TEST_STUB_PORT": str(stub.port), "SMSGW_TEST_OWN_KEY_ID": "2"}
+               "ST_HOOKS_STUB_PORT": str(stub.port), "ST_HOOKS_OWN_KEY_ID": "2"}
         run = schemathesis(api.url, key, env, tmp_path)
         assert run.returncode == 0, run.stdout[-20_000:] + run.stderr[-5_000:]
         # Every operation the document names was tested, none skipped, none failed.
