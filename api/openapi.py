@@ -195,12 +195,16 @@ def link(operation_id: str, pointer: str = "/data/id", description: str = "") ->
             **({"description": description} if description else {})}
 
 
-GATEWAY = gateway_reads.SHAPE
-MESSAGE = messages.SHAPE
-KEY_WITH_SECRET = extended(keys.SHAPE, {"key": described(STRING, "The key itself: shown only this once.")})
-ENDPOINT_WITH_SECRET = extended(webhook_endpoints.SHAPE, {
-    "secret": described(STRING, "The signing secret (whsec_...): shown only this once.")})
-DELETED = shape({"id": ID})
+def ref(name: str) -> Schema:
+    """A schema declared once, under ``components/schemas`` (``component_schemas``)."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+# The objects answers carry, by the names the document (and a generated client) gives them.
+GATEWAY, MESSAGE, EVENT, UNMATCHED = ref("Gateway"), ref("Message"), ref("MessageEvent"), ref("UnmatchedReceipt")
+AUDIT_EVENT, KEY, KEY_WITH_SECRET = ref("AuditEvent"), ref("ApiKey"), ref("NewApiKey")
+ENDPOINT, ENDPOINT_WITH_SECRET, DELIVERY = ref("WebhookEndpoint"), ref("NewWebhookEndpoint"), ref("WebhookDelivery")
+BATCH, PAGE, DELETED = ref("Batch"), ref("PageMeta"), ref("Deleted")
 GATEWAY_NOTES = {
     "server_host": {"description": "A host name or an IP address, without scheme, port or path."},
     "password": {"description": "HTTP Basic Auth for sending. Write-only: no answer ever shows it."},
@@ -270,27 +274,59 @@ ENDPOINT_LINKS = {"getWebhookEndpoint": link("getWebhookEndpoint"),
 
 def health_operation(operation_id: str, summary: str, description: str) -> Operation:
     return Operation(operation_id, "health", summary, {
-        200: Answer("Yes.", HEALTH), 503: Answer("No, and why when smsgw can tell.", HEALTH)},
+        200: Answer("Yes.", ref("Health")), 503: Answer("No, and why when smsgw can tell.", ref("Health"))},
         description=description, public=True)
 
 
-def operations(max_batch: int) -> dict[tuple[str, str], Operation]:
+def component_schemas(max_batch: int) -> dict[str, Schema]:
+    """Every named schema: the response objects as their modules declare them (``SHAPE``), and
+    the request bodies as the Field dicts that validate them make them."""
+    send = object_schema(sending.SEND_SCHEMA, notes=SEND_NOTES)
+    return {
+        "Error": ERROR,
+        "Gateway": gateway_reads.SHAPE,
+        "Message": messages.SHAPE,
+        "MessageEvent": events.SHAPE,
+        "UnmatchedReceipt": unmatched.SHAPE,
+        "AuditEvent": audit.SHAPE,
+        "ApiKey": keys.SHAPE,
+        "NewApiKey": extended(keys.SHAPE, {"key": described(STRING, "The key itself: shown only this once.")}),
+        "WebhookEndpoint": webhook_endpoints.SHAPE,
+        "NewWebhookEndpoint": extended(webhook_endpoints.SHAPE, {
+            "secret": described(STRING, "The signing secret (whsec_...): shown only this once.")}),
+        "WebhookDelivery": webhook_deliveries.SHAPE,
+        "Batch": batch_sends.SHAPE,
+        "BatchMeta": batch_sends.META,
+        "PageMeta": PAGE_META,
+        "Deleted": shape({"id": ID}),
+        "Health": HEALTH,
+        "GatewayCreate": object_schema(gateways.SCHEMA, ignored=sorted(gateways.READ_ONLY), notes=GATEWAY_NOTES),
+        "GatewayUpdate": object_schema(gateways.SCHEMA, partial=True, ignored=sorted(gateways.READ_ONLY),
+                                       notes=GATEWAY_NOTES),
+        "SendRequest": send,
+        "BatchRequest": {"type": "object", "required": ["messages"], "additionalProperties": False, "properties": {
+            "messages": {"type": "array", "minItems": 1, "maxItems": max_batch, "items": ref("SendRequest"),
+                         "description": "At most SMSGW_MAX_BATCH. A problem is keyed messages.N.field."}}},
+        "ApiKeyCreate": object_schema({"name": keys.NAME}, lists=keys.LIST_FIELDS, required_lists=keys.REQUIRED_LISTS),
+        "WebhookEndpointCreate": object_schema(
+            {name: spec for name, spec in webhook_endpoints.SCHEMA.items() if name in webhook_endpoints.CREATE_FIELDS},
+            lists=webhook_endpoints.LIST_FIELDS, required_lists=("events",)),
+        "WebhookEndpointUpdate": object_schema(webhook_endpoints.SCHEMA, partial=True,
+                                               lists=webhook_endpoints.LIST_FIELDS,
+                                               ignored=sorted(webhook_endpoints.READ_ONLY)),
+    }
+
+
+def operations() -> dict[tuple[str, str], Operation]:
     """What no code says about each route: keyed by method and route path as in ``routes()``."""
-    gateway_body = object_schema(gateways.SCHEMA, ignored=sorted(gateways.READ_ONLY), notes=GATEWAY_NOTES)
-    gateway_patch = object_schema(gateways.SCHEMA, partial=True, ignored=sorted(gateways.READ_ONLY),
-                                  notes=GATEWAY_NOTES)
-    send_body = object_schema(sending.SEND_SCHEMA, notes=SEND_NOTES)
+    gateway_body, gateway_patch, send_body = ref("GatewayCreate"), ref("GatewayUpdate"), ref("SendRequest")
     update_gateway = Operation(
         "updateGateway", "gateways", "Update a gateway: the fields given, the others unchanged",
         {200: ok_answer("Updated.", GATEWAY)}, body=Body(gateway_patch),
         description="Changing server_host, server_port, use_ssl, api_path or provider_type needs password in the "
                     "same request: the stored password is only ever sent where it was given for. A callback_token "
                     "given here replaces the current one at once (rotate for a grace period).")
-    endpoint_body = object_schema(
-        {name: spec for name, spec in webhook_endpoints.SCHEMA.items() if name in webhook_endpoints.CREATE_FIELDS},
-        lists=webhook_endpoints.LIST_FIELDS, required_lists=("events",))
-    endpoint_patch = object_schema(webhook_endpoints.SCHEMA, partial=True, lists=webhook_endpoints.LIST_FIELDS,
-                                   ignored=sorted(webhook_endpoints.READ_ONLY))
+    endpoint_body, endpoint_patch = ref("WebhookEndpointCreate"), ref("WebhookEndpointUpdate")
     receipt = {
         "GET": Operation("receiveReceiptGet{}", "receipts", "A delivery receipt, its fields in the query string",
                          RECEIPT_ANSWERS, public=True,
@@ -360,24 +396,21 @@ def operations(max_batch: int) -> dict[tuple[str, str], Operation]:
             links={201: MESSAGE_LINKS, 202: MESSAGE_LINKS}),
         ("GET", "/api/sms-gateways/{id:int}/messages"): Operation(
             "listGatewayMessages", "messages", "A gateway's messages, newest first",
-            {200: ok_answer("A page of messages.", items(MESSAGE), PAGE_META)},
+            {200: ok_answer("A page of messages.", items(MESSAGE), PAGE)},
             query=query_parameters(messages.FILTERS, {"to_number": "Normalised as a send's is: write + as %2B."}),
             paged=True),
         ("POST", "/api/sms-gateways/{id:int}/messages"): Operation(
             "sendBatch", "messages", "Send a batch: all stored or none, then sent by the dispatcher", {
-                202: ok_answer("Every message stored, in request order.", items(MESSAGE), batch_sends.META),
+                202: ok_answer("Every message stored, in request order.", items(MESSAGE), ref("BatchMeta")),
                 200: ok_answer("The Idempotency-Key was used with this batch already: the original messages.",
-                               items(MESSAGE), batch_sends.META, Idempotent_Replayed="true"),
+                               items(MESSAGE), ref("BatchMeta"), Idempotent_Replayed="true"),
                 403: refusal("The key may not send to some of these numbers (messages.N.to_number); none stored."),
                 409: refusal("The gateway is inactive.")},
-            body=Body({"type": "object", "required": ["messages"], "additionalProperties": False, "properties": {
-                "messages": {"type": "array", "minItems": 1, "maxItems": max_batch, "items": send_body,
-                             "description": "At most SMSGW_MAX_BATCH. A problem is keyed messages.N.field."}}},
-                forms=False),
+            body=Body(ref("BatchRequest"), forms=False),
             headers=[IDEMPOTENCY_KEY], links={202: {"getBatch": link("getBatch", "/meta/batch_id")}}),
         ("GET", "/api/sms-batches/{id:int}"): Operation(
             "getBatch", "messages", "A batch: its messages counted by state",
-            {200: ok_answer("The batch.", batch_sends.SHAPE)}),
+            {200: ok_answer("The batch.", BATCH)}),
         ("GET", "/api/sms-messages/{id:int}"): Operation(
             "getMessage", "messages", "One message", {200: ok_answer("The message.", MESSAGE)},
             description="A message of a gateway the key may not use is a 404, as an unknown id."),
@@ -387,29 +420,28 @@ def operations(max_batch: int) -> dict[tuple[str, str], Operation]:
                 409: refusal("A gateway call has begun (or it has ended): it can no longer be called back.")}),
         ("GET", "/api/sms-messages/{id:int}/events"): Operation(
             "listMessageEvents", "messages", "A message's history: receipts and state changes, oldest first",
-            {200: ok_answer("A page of events.", items(events.SHAPE), PAGE_META)}, paged=True),
+            {200: ok_answer("A page of events.", items(EVENT), PAGE)}, paged=True),
         ("GET", "/api/sms-gateways/{id:int}/unmatched-dlrs"): Operation(
             "listUnmatchedReceipts", "receipts", "Receipts that arrived before their message was known",
-            {200: ok_answer("A page of them, newest first.", items(unmatched.SHAPE), PAGE_META)},
+            {200: ok_answer("A page of them, newest first.", items(UNMATCHED), PAGE)},
             query=query_parameters(unmatched.FILTERS), paged=True),
         ("POST", "/api/api-keys"): Operation(
             "createApiKey", "keys", "Make an API key", {
                 201: ok_answer("Made: the key is shown only this once.", KEY_WITH_SECRET),
                 403: refusal("A key never makes a key stronger than itself.")},
-            body=Body(object_schema({"name": keys.NAME}, lists=keys.LIST_FIELDS, required_lists=keys.REQUIRED_LISTS),
-                      forms=False),
+            body=Body(ref("ApiKeyCreate"), forms=False),
             links={201: {"revokeApiKey": link("revokeApiKey")}}),
         ("GET", "/api/api-keys"): Operation(
             "listApiKeys", "keys", "Every key (never the key or its hash)", {200: ok_answer("The keys.",
-                                                                                       items(keys.SHAPE))}),
+                                                                                       items(KEY))}),
         ("DELETE", "/api/api-keys/{id:int}"): Operation(
             "revokeApiKey", "keys", "Revoke a key", {
-                200: ok_answer("Revoked.", keys.SHAPE),
+                200: ok_answer("Revoked.", KEY),
                 403: refusal("A key never revokes a key stronger than itself."),
                 404: refusal("No active key has this id.")}),
         ("GET", "/api/audit-events"): Operation(
             "listAuditEvents", "audit", "The audit trail, newest first",
-            {200: ok_answer("A page of events.", items(audit.SHAPE), PAGE_META)},
+            {200: ok_answer("A page of events.", items(AUDIT_EVENT), PAGE)},
             query=query_parameters(audit.FILTERS), paged=True),
         ("POST", "/api/webhook-endpoints"): Operation(
             "createWebhookEndpoint", "webhooks", "Make a status webhook endpoint", {
@@ -419,13 +451,13 @@ def operations(max_batch: int) -> dict[tuple[str, str], Operation]:
                         "SMSGW_WEBHOOK_ALLOW_PRIVATE allow otherwise."),
         ("GET", "/api/webhook-endpoints"): Operation(
             "listWebhookEndpoints", "webhooks", "Every webhook endpoint",
-            {200: ok_answer("The endpoints.", items(webhook_endpoints.SHAPE))}),
+            {200: ok_answer("The endpoints.", items(ENDPOINT))}),
         ("GET", "/api/webhook-endpoints/{id:int}"): Operation(
             "getWebhookEndpoint", "webhooks", "One webhook endpoint",
-            {200: ok_answer("The endpoint.", webhook_endpoints.SHAPE)}),
+            {200: ok_answer("The endpoint.", ENDPOINT)}),
         ("PATCH", "/api/webhook-endpoints/{id:int}"): Operation(
             "updateWebhookEndpoint", "webhooks", "Change a webhook endpoint: the fields given",
-            {200: ok_answer("Updated.", webhook_endpoints.SHAPE)}, body=Body(endpoint_patch, forms=False),
+            {200: ok_answer("Updated.", ENDPOINT)}, body=Body(endpoint_patch, forms=False),
             description="is_active true re-enables one smsgw disabled, and its failure count starts afresh."),
         ("DELETE", "/api/webhook-endpoints/{id:int}"): Operation(
             "deleteWebhookEndpoint", "webhooks", "Delete a webhook endpoint and its deliveries",
@@ -438,7 +470,7 @@ def operations(max_batch: int) -> dict[tuple[str, str], Operation]:
                 optional=True)),
         ("GET", "/api/webhook-endpoints/{id:int}/deliveries"): Operation(
             "listWebhookDeliveries", "webhooks", "An endpoint's deliveries, newest first",
-            {200: ok_answer("A page of deliveries.", items(webhook_deliveries.SHAPE), PAGE_META)},
+            {200: ok_answer("A page of deliveries.", items(DELIVERY), PAGE)},
             query=query_parameters(webhook_deliveries.FILTERS), paged=True),
         ("POST", "/api/webhook-endpoints/{id:int}/replay"): Operation(
             "replayWebhookEvents", "webhooks", "Queue again every event of a time window", {
@@ -452,7 +484,7 @@ def operations(max_batch: int) -> dict[tuple[str, str], Operation]:
                     "description": "Optional, after since."}]),
         ("POST", "/api/webhook-deliveries/{id:int}/retry"): Operation(
             "retryWebhookDelivery", "webhooks", "Send a delivery again now, its schedule started over", {
-                200: ok_answer("Queued.", webhook_deliveries.SHAPE),
+                200: ok_answer("Queued.", DELIVERY),
                 409: refusal("It is being attempted right now, or its endpoint is not active.")}),
     }
 
@@ -472,7 +504,7 @@ def documented_methods(route) -> list[str]:
 
 def build(routes: Iterable[Any], *, version: str, max_batch: int) -> dict[str, Any]:
     """The document for ``routes`` (``api.app.routes()``); KeyError names a route with no entry."""
-    table = operations(max_batch)
+    table = operations()
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         for method in documented_methods(route):
@@ -494,7 +526,7 @@ def build(routes: Iterable[Any], *, version: str, max_batch: int) -> dict[str, A
             "securitySchemes": {SECURITY_SCHEME: {
                 "type": "http", "scheme": "bearer",
                 "description": "An API key (smsgw_...): `smsgw apikey create`, or SMSGW_ADMIN_KEY."}},
-            "schemas": {"Error": ERROR},
+            "schemas": component_schemas(max_batch),
         },
     }
 
@@ -588,7 +620,7 @@ def answer_object(status: int, answer: Answer) -> dict[str, Any]:
     if answer.content is not None:
         found["content"] = {kind: {"schema": schema} for kind, schema in answer.content.items()}
     else:
-        schema = answer.schema if answer.schema is not None else {"$ref": "#/components/schemas/Error"}
+        schema = answer.schema if answer.schema is not None else ref("Error")
         found["content"] = {JSON: {"schema": schema}}
     if answer.headers:
         found["headers"] = {name: {"description": text, "schema": STRING} for name, text in answer.headers.items()}
