@@ -68,8 +68,13 @@ def asset_names() -> list[str]:
     return sorted([*ASSETS, *OWN_ASSETS])
 
 
-async def openapi_json(request: Request) -> JSONResponse:
-    return JSONResponse(openapi.document(request.app))
+async def openapi_json(request: Request) -> Response:
+    """The document, serialised once per process (about 100 KB)."""
+    state = request.app.state
+    body = getattr(state, "openapi_json", None)
+    if body is None:
+        body = state.openapi_json = JSONResponse(openapi.document(request.app)).body
+    return Response(body, media_type="application/json")
 
 
 async def docs_page(request: Request) -> HTMLResponse:
