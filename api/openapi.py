@@ -5,10 +5,11 @@ Nothing in it is kept by hand apart from words. The paths and methods are
 dicts that ``api.validation`` checks them with (``field_schema``), plus the
 list fields each module declares beside the code that reads them; each response
 object is the ``SHAPE`` its module declares beside the function that shapes it
-(``api.openapi_shapes``); the scope each operation needs is ``api.scopes.ROUTES``.
-What is written here, per operation (``OPERATIONS``), is only what no code can
+(``api.openapi_shapes``), each named once under ``components/schemas``
+(``component_schemas``); the scope each operation needs is ``api.scopes.ROUTES``.
+What is written here, per operation (``operations()``), is only what no code can
 say: a summary, which answers it gives, and which declarations it uses. A route
-that has no entry here makes ``build`` fail, so a new route is never undocumented.
+that has no entry there makes ``build`` fail, so a new route is never undocumented.
 
 Public (no API key): the document itself and the page that shows it
 (``api.openapi_docs``): it names routes and fields, never a secret.
@@ -353,7 +354,7 @@ def operations() -> dict[tuple[str, str], Operation]:
             "healthz", "Alive: the database answers with its schema in place",
             "503 with a reason when the schema is missing (run `smsgw migrate`)."),
         ("GET", "/readyz"): health_operation(
-            "readyz", "Ready for traffic", "503 while it is not (starting, stopping, the database away)."),
+            "readyz", "Ready for traffic", "503 while it is not, with the reason when smsgw can tell."),
         ("GET", "/api/openapi.json"): Operation(
             "getOpenApiDocument", "documentation", "This document", {
                 200: Answer("The OpenAPI 3.1 document.", OBJECT)}, public=True),
