@@ -17,6 +17,7 @@ from api import (
     audit, batch_sends, db, events, gateway_call, gateway_reads, gateways, housekeeping, keys, messages, migrate,
     receipts, sending, unmatched, webhook_deliveries, webhook_endpoints,
 )
+from api import openapi_docs
 from api.dispatcher import Dispatcher
 from api.webhook_worker import WebhookWorker
 from api.accesslog import AccessLog
@@ -107,7 +108,7 @@ async def readyz(request: Request) -> JSONResponse:
 def routes() -> list[Route]:
     # Every /api/ route is private (API key, with the scope api.scopes.ROUTES
     # names for it) except the receipts, which the guard admits by callback
-    # token before they reach the API.
+    # token before they reach the API, and api.scopes.PUBLIC_ROUTES (the docs).
     return [
         # The receipt routes first: they carry nearly all the traffic, and Starlette
         # tries routes in order (each one tried costs a regex match).
@@ -115,6 +116,10 @@ def routes() -> list[Route]:
         Route("/api/sms-gateways/{id:int}/dlr", receipts.receive, methods=["POST", "GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        # Public: the API's description names no secret, and its reader has no key yet.
+        Route("/api/openapi.json", openapi_docs.openapi_json, methods=["GET"]),
+        Route("/api/docs", openapi_docs.docs_page, methods=["GET"]),
+        Route("/api/docs/{asset}", openapi_docs.docs_asset, methods=["GET"]),
         Route("/api/sms-gateways", private(gateway_reads.list_gateways), methods=["GET"]),
         Route("/api/sms-gateways", private(gateways.create_gateway), methods=["POST"]),
         Route("/api/sms-gateways/{id:int}", private(gateway_reads.show_gateway), methods=["GET"]),

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import audit_chain, clock, db, pages
+from api.openapi_shapes import ANY, ID, STRING, TIME, described, enum, nullable, shape
 from api.peer import client_address
 from api.responses import ok
 from api.tables import audit_events
@@ -144,19 +145,34 @@ async def denied(request: Request, method: str, route: str, message: str) -> Non
 # --- reading it ---------------------------------------------------------------------
 
 
+# What ``public`` returns, as the OpenAPI document declares it (and which columns it copies).
+SHAPE = shape({
+    "id": ID,
+    "occurred_at": TIME,
+    "actor_key_id": described(nullable(ID), "Null for the admin key and the command line."),
+    "actor": described(STRING, "The key's name, \"admin key\" or \"cli\"."),
+    "action": enum(ACTIONS),
+    "target_type": nullable(STRING),
+    "target_id": nullable(ID),
+    "details": ANY,
+    "source_address": nullable(STRING),
+    "prev_hash": STRING,
+    "hash": STRING,
+})
+FILTERS = {
+    "action": Field("string", nullable=True, choices=ACTIONS),
+    "order": Field("string", nullable=True, choices=("newest", "oldest")),
+}
+
+
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: row[name] for name in (
-        "id", "occurred_at", "actor_key_id", "actor", "action", "target_type", "target_id", "details",
-        "source_address", "prev_hash", "hash")}
+    return {name: row[name] for name in SHAPE["properties"]}
 
 
 async def list_audit_events(request: Request) -> JSONResponse:
     """``GET /api/audit-events``: newest first (``?order=oldest`` for oldest first),
     ``?action=``, and keyset pages as every other list."""
-    filters = pages.query_filters(request, {
-        "action": Field("string", nullable=True, choices=ACTIONS),
-        "order": Field("string", nullable=True, choices=("newest", "oldest")),
-    })
+    filters = pages.query_filters(request, FILTERS)
     query = sa.select(audit_events)
     if "action" in filters:
         query = query.where(audit_events.c.action == filters["action"])

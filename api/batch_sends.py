@@ -21,6 +21,7 @@ from api import audit, auth, clock, db, phone, scopes, states
 from api.bodies import read_body
 from api.changes import NewMessages
 from api.messages import public
+from api.openapi_shapes import ID, INTEGER, TIME, described, shape
 from api.resources import get_or_404, path_id
 from api.responses import ApiError, ok
 from api.sending import (
@@ -28,6 +29,19 @@ from api.sending import (
 )
 from api.tables import batches, messages
 from api.validation import ValidationFailed, validate
+
+# What ``show_batch`` returns, as the OpenAPI document declares it.
+SHAPE = shape({
+    "id": ID,
+    "sms_gateway_id": ID,
+    "size": INTEGER,
+    "created_at": TIME,
+    "counts": described({"type": "object", "additionalProperties": INTEGER},
+                        "How many of its messages are in each state (states with none are left out)."),
+    "final": described(INTEGER, "How many are delivered, failed or canceled."),
+})
+# The ``meta`` of a batch send's answer.
+META = shape({"batch_id": ID, "count": INTEGER})
 
 PER_MESSAGE_BYTES = 8 * 1024  # a long UCS-2 text as JSON escapes, and its other fields
 

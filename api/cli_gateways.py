@@ -247,7 +247,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         grace = settings.callback_token_grace
         if args.grace_seconds is not None:
             try:
-                grace = validate({"grace_seconds": args.grace_seconds}, gateways.GRACE,
+                grace = validate({"grace_seconds": args.grace_seconds}, gateways.ROTATE_SCHEMA,
                                  from_form=True)["grace_seconds"]
             except ValidationFailed as exc:
                 raise Refused(exc.errors) from None
@@ -257,7 +257,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     async with connected(settings) as (database, dialect):
         if action == "list":
             try:  # the API's rule for ?search= too
-                search = validate({"search": args.search}, gateway_reads.SEARCH, from_form=True).get("search")
+                search = validate({"search": args.search}, gateway_reads.FILTERS, from_form=True).get("search")
             except ValidationFailed as exc:
                 raise Refused(exc.errors) from None
             rows = await database.fetch_all(gateway_reads.listing(search))

@@ -13,9 +13,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import auth, pages, scopes
+from api.changes import RECEIPT, STATE
+from api.openapi_shapes import ANY, BOOLEAN, ID, STRING, TIME, described, enum, nullable, shape
 from api.resources import path_id
 from api.responses import ApiError, ok
 from api.tables import events, messages
+
+# What ``public`` returns, as the OpenAPI document declares it.
+SHAPE = shape({
+    "id": ID,
+    "kind": described(enum((RECEIPT, STATE)), "A receipt that arrived, or a change smsgw made itself."),
+    "raw_status": nullable(STRING),
+    "state_before": nullable(STRING),
+    "state_after": nullable(STRING),
+    "changed": BOOLEAN,
+    "reason": STRING,
+    "payload": described(ANY, "The receipt's fields as they arrived (never its token)."),
+    "source_address": nullable(STRING),
+    "received_at": TIME,
+    "recorded_at": TIME,
+})
+
 
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
     return {

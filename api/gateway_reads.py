@@ -13,10 +13,45 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import auth, callback_tokens, clock, db, scopes
+from api.openapi_shapes import (
+    BOOLEAN, ID, INTEGER, NUMBER, OBJECT, STRING, TIME, array, described, enum, nullable, shape,
+)
+from api.providers import PROVIDERS
 from api.resources import get_or_404, messages_count
 from api.responses import ok
 from api.tables import gateways
 from api.validation import Field, validate
+
+
+# What ``public`` returns, as the OpenAPI document declares it. The token fields are
+# left out for a key without gateways:admin (``shown``).
+SHAPE = shape({
+    "id": ID,
+    "name": STRING,
+    "provider_type": enum(PROVIDERS),
+    "server_host": STRING,
+    "server_port": INTEGER,
+    "api_path": STRING,
+    "username": nullable(STRING),
+    "default_sender_id": nullable(STRING),
+    "callback_token": described(STRING, "Only for a key with gateways:admin."),
+    "callback_token_previous_expires_at": described(
+        nullable(TIME), "When the latest previous token stops being accepted; only for gateways:admin."),
+    "callback_token_previous_expiries": described(
+        array(TIME), "When each previous token stops being accepted, soonest first; only for gateways:admin."),
+    "is_active": BOOLEAN,
+    "use_ssl": BOOLEAN,
+    "notes": nullable(STRING),
+    "meta": nullable(OBJECT),
+    "throughput_per_second": nullable(NUMBER),
+    "max_in_flight": INTEGER,
+    "max_attempts": INTEGER,
+    "retry_ambiguous": BOOLEAN,
+    "default_validity_seconds": nullable(INTEGER),
+    "messages_count": INTEGER,
+    "created_at": TIME,
+    "updated_at": TIME,
+}, optional=("callback_token", "callback_token_previous_expires_at", "callback_token_previous_expiries"))
 
 
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,7 +95,7 @@ def like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-SEARCH = {"search": Field("string", nullable=True, max_length=255)}
+FILTERS = {"search": Field("string", nullable=True, max_length=255)}
 
 
 def listing(search: str | None, gateway_ids=None) -> sa.Select:
@@ -82,7 +117,7 @@ def listing(search: str | None, gateway_ids=None) -> sa.Select:
 
 async def list_gateways(request: Request) -> JSONResponse:
     params = request.query_params
-    search = validate({"search": params["search"]} if "search" in params else {}, SEARCH, from_form=True).get("search")
+    search = validate({"search": params["search"]} if "search" in params else {}, FILTERS, from_form=True).get("search")
     query = listing(search, auth.key_of(request).gateway_ids)
     rows = await request.app.state.database.fetch_all(query)
     return ok("SMS gateways fetched successfully.", [shown(request, db.as_dict(row)) for row in rows])

@@ -141,9 +141,6 @@ async def update(database, dialect: str, actor: audit.Actor, current: Mapping[st
     return await gateway_or_404(database, gateway_id)
 
 
-GRACE = {"grace_seconds": Field("integer", min_value=0, max_value=30 * 24 * 3600)}
-
-
 async def rotate_token(database, dialect: str, actor: audit.Actor, gateway_id: int, grace: int) -> dict[str, Any]:
     """A new callback token now, the current one accepted ``grace`` seconds more (see
     ``rotate_callback_token``); 404 and 409 as ApiError. Return the gateway as it is now."""
@@ -249,6 +246,9 @@ async def delete_gateway(request: Request) -> JSONResponse:
     )
 
 
+ROTATE_SCHEMA = {"grace_seconds": Field("integer", min_value=0, max_value=30 * 24 * 3600)}
+
+
 async def rotate_callback_token(request: Request) -> JSONResponse:
     """A new token now; each previous one keeps working until its own grace ends.
 
@@ -262,7 +262,7 @@ async def rotate_callback_token(request: Request) -> JSONResponse:
     state = request.app.state
     gateway_id = path_id(request)
     body = await read_body(request, state.settings.max_body_bytes, empty_ok=True)
-    values = validate(body.data, GRACE, from_form=body.from_form)
+    values = validate(body.data, ROTATE_SCHEMA, from_form=body.from_form)
     grace = values.get("grace_seconds", state.settings.callback_token_grace)
     gateway = await rotate_token(state.database, state.dialect, audit.actor_of(request), gateway_id, grace)
     return ok("Callback token rotated successfully.", public(gateway))

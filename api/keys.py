@@ -17,12 +17,24 @@ from starlette.responses import JSONResponse
 
 from api import audit, auth, clock, db, scopes
 from api.bodies import read_body
+from api.openapi_shapes import ID, STRING, TIME, array, described, enum, nullable, shape
 from api.responses import ApiError, ok
 from api.tables import api_keys, gateways
 from api.validation import Errors, Field, ValidationFailed, validate
 
 NAME = Field("string", required=True, max_length=255)
 MAX_LIST = 1000
+# The list fields ``parse_limits`` reads, as the OpenAPI document declares them (api.validation has no lists).
+LIST_FIELDS = {
+    "scopes": described({**array(enum([*scopes.SCOPES, scopes.EVERY])), "minItems": 1, "maxItems": MAX_LIST},
+                        "What the key may do; \"all\" is every scope. Required."),
+    "gateway_ids": described(nullable({**array({**ID, "maximum": db.MAX_ID}), "minItems": 1, "maxItems": MAX_LIST}),
+                             "The only gateways the key may use; null or absent: every gateway."),
+    "allowed_countries": described(
+        nullable({**array(STRING), "minItems": 1, "maxItems": MAX_LIST}),
+        "ISO 3166 alpha-2 codes of the only countries the key may send to; null or absent: anywhere."),
+}
+REQUIRED_LISTS = ("scopes",)
 
 
 def _strings(value: Any, name: str, errors: Errors) -> list[str] | None:
@@ -103,6 +115,19 @@ async def store_key(database: Database, dialect: str, actor: audit.Actor, name: 
         await audit.append(connection, dialect, actor, audit.KEY_CREATED, target_type="api_key", target_id=key_id,
                            details={"name": name, **limits})
     return key_id, key
+
+
+# What ``public`` returns, as the OpenAPI document declares it.
+SHAPE = shape({
+    "id": ID,
+    "name": STRING,
+    "key_prefix": described(STRING, "The key's first characters: enough to tell keys apart, never to use one."),
+    "scopes": array(enum(scopes.SCOPES)),
+    "gateway_ids": nullable(array(ID)),
+    "allowed_countries": nullable(array(STRING)),
+    "created_at": TIME,
+    "revoked_at": nullable(TIME),
+})
 
 
 def public(row) -> dict:

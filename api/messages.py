@@ -11,11 +11,54 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import auth, callback_tokens, db, pages, phone, scopes, states
+from api import auth, callback_tokens, db, encoding, pages, phone, scopes, states
+from api.openapi_shapes import ANY, BOOLEAN, ID, INTEGER, STRING, TIME, described, enum, nullable, shape
 from api.resources import get_or_404, path_id
 from api.responses import ApiError, ok
 from api.tables import messages
 from api.validation import Field
+
+
+# What ``public`` returns, as the OpenAPI document declares it.
+SHAPE = shape({
+    "id": ID,
+    "sms_gateway_id": ID,
+    "to_number": described(STRING, "E.164, as it was sent."),
+    "from_sender": STRING,
+    "message": STRING,
+    "callback_url": described(STRING, "Where the gateway sends receipts; a token in it is redacted."),
+    "delivery_status": described(STRING, "The last status a gateway reported, lowercased."),
+    "state": enum(states.RANK),
+    "status_conflict": BOOLEAN,
+    "external_message_id": nullable(STRING),
+    "failure_reason": nullable(STRING),
+    "failure_code": nullable(STRING),
+    "encoding": nullable(enum((encoding.GSM7, encoding.UCS2))),
+    "segments": nullable(INTEGER),
+    "remote_response": described(ANY, "The gateway's answer to the send, as it was; null before one."),
+    "client_reference": nullable(STRING),
+    "batch_id": nullable(ID),
+    "send_at": nullable(TIME),
+    "validity_period": nullable(INTEGER),
+    "expires_at": nullable(TIME),
+    "attempts": INTEGER,
+    "next_attempt_at": nullable(TIME),
+    "submitted_at": nullable(TIME),
+    "delivered_at": nullable(TIME),
+    "failed_at": nullable(TIME),
+    "canceled_at": nullable(TIME),
+    "created_at": TIME,
+    "updated_at": TIME,
+    "sequence": described(INTEGER, "How many changes the message has had: its webhooks' order."),
+})
+# The filters of a gateway's message list (``?state=`` ...), besides paging (api.pages).
+FILTERS = {
+    "delivery_status": Field("string", nullable=True, max_length=32),
+    "state": Field("string", nullable=True, choices=tuple(states.RANK)),
+    "to_number": Field("string", nullable=True, max_length=30),
+    "client_reference": Field("string", nullable=True, max_length=64),
+    "batch_id": Field("integer", nullable=True, min_value=1),
+}
 
 
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,13 +125,7 @@ async def list_gateway_messages(request: Request) -> JSONResponse:
     """Newest first, ``limit`` at a time; ``meta.next_cursor`` fetches the next page (see api.pages)."""
     database = request.app.state.database
     gateway_id = (await get_or_404(request, count=False))["id"]
-    filters = pages.query_filters(request, {
-        "delivery_status": Field("string", nullable=True, max_length=32),
-        "state": Field("string", nullable=True, choices=tuple(states.RANK)),
-        "to_number": Field("string", nullable=True, max_length=30),
-        "client_reference": Field("string", nullable=True, max_length=64),
-        "batch_id": Field("integer", nullable=True, min_value=1),
-    })
+    filters = pages.query_filters(request, FILTERS)
     query = sa.select(messages).where(messages.c.sms_gateway_id == gateway_id)
     if "delivery_status" in filters:
         query = query.where(messages.c.delivery_status == filters["delivery_status"].lower())

@@ -89,6 +89,10 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/webhook-endpoints/{id:int}/replay"): Rule(WEBHOOKS_ADMIN, unlimited_only=True),
     ("POST", "/api/webhook-deliveries/{id:int}/retry"): Rule(WEBHOOKS_ADMIN, unlimited_only=True),
 }
+# The /api/ routes that need no key: the API's description and the page that shows it
+# (they name no secret, and whoever reads them has no key yet). The receipts' routes
+# are not API-key routes either: the guard admits them by callback token.
+PUBLIC_ROUTES = frozenset({("GET", "/api/openapi.json"), ("GET", "/api/docs"), ("GET", "/api/docs/{asset}")})
 # Routes whose {id} is a gateway's: a key limited to some gateways is checked against it.
 GATEWAY_PATH = "/api/sms-gateways/{id:int}"
 

@@ -17,11 +17,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import audit, clock, db, pages
+from api.openapi_shapes import ID, INTEGER, NUMBER, STRING, TIME, described, enum, nullable, shape
 from api.resources import path_id
 from api.responses import ApiError, ok
 from api.tables import webhook_deliveries, webhook_endpoints, webhook_events
 from api.validation import Field, ValidationFailed
 from api.webhook_endpoints import NOT_FOUND, endpoint_id_of, get_or_404, wake
+from api.notices import EVENT_TYPES
 from api.webhook_schedule import DELIVERING, FAILED, PENDING, STATUSES, SUCCEEDED, started_over
 
 ENDED = (SUCCEEDED, FAILED)
@@ -33,6 +35,29 @@ def webhook_id(message_id: int, sequence: int) -> str:
     """The ``webhook-id`` of an event: the same for every attempt, retry and replay of it,
     so a receiver de-duplicates by it (Standard Webhooks)."""
     return f"msg_{message_id}_{sequence}"
+
+
+# What ``public`` returns, as the OpenAPI document declares it.
+SHAPE = shape({
+    "id": ID,
+    "endpoint_id": ID,
+    "webhook_id": described(STRING, "The same on every attempt, retry and replay of the event: de-duplicate by it."),
+    "event_type": enum(EVENT_TYPES),
+    "message_id": ID,
+    "sequence": INTEGER,
+    "status": enum(STATUSES),
+    "attempts": INTEGER,
+    "last_status_code": nullable(INTEGER),
+    "last_latency_ms": nullable(NUMBER),
+    "last_error": nullable(STRING),
+    "last_response": described(nullable(STRING), "The first 4 KiB of the last answer."),
+    "next_attempt_at": nullable(TIME),
+    "last_attempt_at": nullable(TIME),
+    "delivered_at": nullable(TIME),
+    "created_at": TIME,
+    "updated_at": TIME,
+})
+FILTERS = {"status": Field("string", nullable=True, choices=STATUSES)}
 
 
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -188,7 +213,7 @@ async def replay(database, dialect: str, actor: audit.Actor, endpoint_id: int, s
 async def list_deliveries(request: Request) -> JSONResponse:
     """``GET /api/webhook-endpoints/{id}/deliveries``: newest first, keyset pages, ``?status=``."""
     endpoint = await get_or_404(request)
-    filters = pages.query_filters(request, {"status": Field("string", nullable=True, choices=STATUSES)})
+    filters = pages.query_filters(request, FILTERS)
     query = sa.select(webhook_deliveries).where(webhook_deliveries.c.endpoint_id == endpoint["id"])
     if "status" in filters:
         query = query.where(webhook_deliveries.c.status == filters["status"])

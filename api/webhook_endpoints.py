@@ -23,6 +23,7 @@ from api import audit, clock, db, secrets, ssrf, webhook_schedule, webhook_signi
 from api.bodies import read_body
 from api.keys import unknown_gateways
 from api.notices import EVENT_TYPES
+from api.openapi_shapes import BOOLEAN, ID, STRING, TIME, array, described, enum, nullable, shape
 from api.resources import path_id
 from api.responses import ApiError, ok
 from api.tables import webhook_deliveries, webhook_endpoints
@@ -41,6 +42,14 @@ SCHEMA: dict[str, Field] = {
     "is_active": Field("boolean"),
 }
 LISTS = ("events", "gateway_ids")  # checked here, not by api.validation (which has no lists)
+# The list fields, as the OpenAPI document declares them (``parse_events``, ``parse_gateway_ids``).
+LIST_FIELDS = {
+    "events": described({**array(enum(EVENT_TYPES)), "minItems": 1, "uniqueItems": True},
+                        "The event types the endpoint hears about."),
+    "gateway_ids": described(nullable({**array({**ID, "maximum": db.MAX_ID}), "minItems": 1,
+                                       "maxItems": MAX_GATEWAYS}),
+                             "The gateways whose messages it hears about; null or absent: every gateway."),
+}
 CREATE_FIELDS = frozenset({"url", "events", "description", "gateway_ids"})
 # What a GET shows and a client may send back unchanged in a PATCH: ignored there.
 READ_ONLY = frozenset({"id", "failing_since", "disabled_at", "disabled_reason", "rotation_grace_ends_at",
@@ -108,6 +117,23 @@ def check_fields(data: Mapping[str, Any], *, partial: bool) -> tuple[dict[str, A
         if "gateway_ids" not in errors:
             values["gateway_ids"] = ids
     return values, errors
+
+
+# What ``public`` returns, as the OpenAPI document declares it.
+SHAPE = shape({
+    "id": ID,
+    "url": STRING,
+    "description": nullable(STRING),
+    "events": array(enum(EVENT_TYPES)),
+    "gateway_ids": nullable(array(ID)),
+    "is_active": BOOLEAN,
+    "failing_since": nullable(TIME),
+    "disabled_at": nullable(TIME),
+    "disabled_reason": nullable(STRING),
+    "rotation_grace_ends_at": described(nullable(TIME), "Until when the previous secret still signs, if one does."),
+    "created_at": TIME,
+    "updated_at": TIME,
+})
 
 
 def public(row: Mapping[str, Any], now: str | None = None) -> dict[str, Any]:
@@ -335,13 +361,15 @@ async def delete_endpoint_route(request: Request) -> JSONResponse:
     return ok("Webhook endpoint deleted successfully.", {"id": endpoint_id})
 
 
+ROTATE_SCHEMA = {"grace_seconds": Field("integer", min_value=0, max_value=MAX_GRACE)}
+
+
 async def rotate_secret_route(request: Request) -> JSONResponse:
     """Body (optional): ``{"grace_seconds": N}``, 0 to 30 days, default SMSGW_WEBHOOK_SECRET_GRACE."""
     state = request.app.state
     endpoint_id = endpoint_id_of(request)
     body = await read_body(request, state.settings.max_body_bytes, empty_ok=True)
-    values = validate(body.data, {"grace_seconds": Field("integer", min_value=0, max_value=MAX_GRACE)},
-                      from_form=body.from_form)
+    values = validate(body.data, ROTATE_SCHEMA, from_form=body.from_form)
     grace = values.get("grace_seconds", state.settings.webhook_secret_grace)
     secret = await rotate_secret(state.database, state.dialect, audit.actor_of(request), endpoint_id, grace,
                                  state.settings.keyring)

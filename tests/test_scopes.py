@@ -17,7 +17,7 @@ def private_routes() -> set[tuple[str, str]]:
     found = set()
     for route in routes():
         if route.path.startswith("/api/") and not route.path.endswith("/dlr"):
-            found |= {(method, route.path) for method in route.methods if method != "HEAD"}
+            found |= {(method, route.path) for method in route.methods if method != "HEAD"} - scopes.PUBLIC_ROUTES
     return found
 
 
