@@ -26,8 +26,10 @@ $(BIN)/smsgw: pyproject.toml scripts/install-system-packages
 	@touch $@
 	@echo "installed: $(BIN)/smsgw"
 
+# In a terminal, scripts/run runs as a job of its own (set -m), so Ctrl-C reaches it and not
+# make: make would report any SIGINT it got as an error (status 130), whatever the script did.
 run: install
-	@scripts/run
+	@if [ -t 0 ]; then set -m; fi; scripts/run
 
 test: install
 	$(BIN)/python -m pytest

@@ -355,7 +355,7 @@ def test_smsgw_works_inside_the_units_sandbox(database, tmp_path):
     port = free_port()
     env = {**os.environ, "SMSGW_DATABASE_URL": f"sqlite:///{tmp_path / 'smsgw.db'}", "SMSGW_API_HOST": "127.0.0.1",
            "SMSGW_API_PORT": str(port), "SMSGW_SECRET_KEY": secrets.generate_key(), "SMSGW_LOG_FORMAT": "json",
-           **database}
+           "SMSGW_METRICS_PORT": "0", **database}
     migrated = subprocess.run([*sandboxed("smsgw-api.service"), *SMSGW, "migrate"], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
     assert migrated.returncode == 0, migrated.stderr

@@ -308,7 +308,7 @@ def test_a_timed_out_send_logs_its_warning_once(stack, gateway, stub):
 def test_uvicorn_s_own_lines_are_json_in_every_worker_from_start_to_stop(tmp_path):
     port = free_port()
     env = {**start_env(tmp_path), **JSON, "SMSGW_API_HOST": "127.0.0.1", "SMSGW_API_PORT": str(port),
-           "SMSGW_API_WORKERS": "2"}
+           "SMSGW_API_WORKERS": "2", "SMSGW_METRICS_PORT": "0"}
     run_smsgw(env, "migrate")
     process = start(env, [*SMSGW, "api"], tmp_path / "api.log")
     try:  # workers are processes of their own, each importing everything: slow on a busy machine

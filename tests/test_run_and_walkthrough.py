@@ -3,6 +3,7 @@ works against it, and Ctrl-C stops everything it started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -112,6 +113,7 @@ def run_env(tmp_path, **overrides: str) -> dict[str, str]:
         "SMSGW_SIMULATOR_PORT": str(free_port()),
         "SMSGW_GUARD_PORT": str(free_port()),
         "SMSGW_GUARD_CONFDIR": str(tmp_path / "guard"),
+        "SMSGW_METRICS_PORT": str(free_port()), "SMSGW_GUARD_METRICS_PORT": str(free_port()),
         **overrides,
     }
 
@@ -229,3 +231,43 @@ def test_find_python_finds_one(tmp_path):
     version = subprocess.run([found, "-c", "import sys; print(sys.version_info >= (3, 12))"],
                              capture_output=True, text=True).stdout.strip()
     assert version == "True"
+
+
+def test_ctrl_c_in_a_terminal_stops_make_run_with_exit_0(tmp_path):
+    """What a user does: `make run` in a terminal, then Ctrl-C (the terminal's ^C, not a
+    signal sent to make: make would report one as status 130)."""
+    import pty
+    import select
+
+    env = run_env(tmp_path)
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: make run, on the pseudo-terminal
+        os.chdir(ROOT)
+        os.execvpe("make", ["make", "--no-print-directory", "run"], env)
+    seen, exit_status = bytearray(), []
+
+    def read_some() -> None:
+        if select.select([terminal], [], [], 0.2)[0]:
+            with contextlib.suppress(OSError):  # the terminal closed: make exited
+                seen.extend(os.read(terminal, 4096))
+
+    def exited() -> bool:
+        read_some()
+        if not exit_status:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                exit_status.append(os.waitstatus_to_exitcode(status))
+        return bool(exit_status)
+
+    try:
+        wait_until(lambda: exited() or b"smsgw is running" in seen, timeout=120, what="make run's banner")
+        assert not exit_status, seen.decode(errors="replace")
+        os.write(terminal, b"\x03")
+        wait_until(exited, timeout=60, what="make run to stop")
+    finally:
+        if not exit_status:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(terminal)
+    assert exit_status == [0], seen.decode(errors="replace")
+    assert b"smsgw is running" in seen
