@@ -53,7 +53,9 @@ def receipt(world, port: int, source: str) -> int | str:
 
 def health_on(sock: socket.socket) -> bool:
     """Ask for the guard's health on an open keep-alive connection: True when it
-    answered 200 (the guard holds the connection), False when it closed it."""
+    answered (the guard holds the connection), False when it closed it. Any answer
+    counts: on a loaded machine the health check itself may say 503 (its database
+    read), and what is measured here is the connection, not the health."""
     try:
         sock.sendall(HEALTH)
         answer = b""
@@ -64,7 +66,7 @@ def health_on(sock: socket.socket) -> bool:
             answer += chunk
     except OSError:
         return False
-    return answer.startswith(b"HTTP/1.1 200")
+    return answer.startswith(b"HTTP/1.1 ")
 
 
 def connections(port: int, count: int, source: str = "127.0.0.1") -> list[socket.socket]:

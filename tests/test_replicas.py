@@ -8,6 +8,7 @@ mid-load loses no receipt it acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import signal
@@ -40,23 +41,28 @@ def cluster(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("replicas")
     for name in ("a", "b"):
         (workdir / name).mkdir()
-    a = start_api(workdir / "a", SMSGW_DATABASE_URL=url)
-    b = start_api(workdir / "b", SMSGW_DATABASE_URL=url)
-    guard = start_guard(workdir, a.env, a.url)
-    ports = [int(r.url.rsplit(":", 1)[1]) for r in (a, b)]
-    nginx = start_nginx(workdir / "nginx", "smsgw.conf", ports[0], guard.port, more_api_ports=ports[1:])
-    key = run_smsgw(a.env, "apikey", "create", "--name", "replicas").stdout.strip().splitlines()[-1]
-    stub = StubGateway().start()
-    admin = httpx.Client(base_url=a.url, headers={"Authorization": f"Bearer {key}"}, timeout=15)
-    gateway = admin.post("/api/sms-gateways", json={"name": "shared", "server_host": "127.0.0.1",
-                                                    "server_port": stub.port, "default_sender_id": "X"}).json()["data"]
-    yield {"a": a, "b": b, "guard": guard, "nginx": nginx, "key": key, "stub": stub, "admin": admin,
-           "gateway": gateway, "url": url}
-    admin.close()
-    stub.stop()
-    for process in (nginx.process, guard.process, b.process, a.process):
-        process.stop()
-    drop_postgres_database(url)
+    # Each thing started is stopped again, also when a later step of this setup fails: a
+    # replica left running holds its database connections for the rest of the run.
+    with contextlib.ExitStack() as started:
+        started.callback(drop_postgres_database, url)
+        a = start_api(workdir / "a", SMSGW_DATABASE_URL=url)
+        started.callback(a.process.stop)
+        b = start_api(workdir / "b", SMSGW_DATABASE_URL=url)
+        started.callback(b.process.stop)
+        guard = start_guard(workdir, a.env, a.url)
+        started.callback(guard.process.stop)
+        ports = [int(r.url.rsplit(":", 1)[1]) for r in (a, b)]
+        nginx = start_nginx(workdir / "nginx", "smsgw.conf", ports[0], guard.port, more_api_ports=ports[1:])
+        started.callback(nginx.process.stop)
+        key = run_smsgw(a.env, "apikey", "create", "--name", "replicas").stdout.strip().splitlines()[-1]
+        stub = StubGateway().start()
+        started.callback(stub.stop)
+        admin = started.enter_context(httpx.Client(base_url=a.url, headers={"Authorization": f"Bearer {key}"},
+                                                   timeout=15))
+        gateway = admin.post("/api/sms-gateways", json={"name": "shared", "server_host": "127.0.0.1",
+                                                        "server_port": stub.port, "default_sender_id": "X"}).json()["data"]
+        yield {"a": a, "b": b, "guard": guard, "nginx": nginx, "key": key, "stub": stub, "admin": admin,
+               "gateway": gateway, "url": url}
 
 
 def submit(cluster) -> dict:
