@@ -18,23 +18,15 @@ from tests.servers import ROOT, free_port, run_smsgw, wait_until
 
 @pytest.fixture
 def stack(tmp_path):
-    api_port, sim_port, guard_port = free_port(), free_port(), free_port()
-    env = {
-        **os.environ,
-        "SMSGW_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
-        "SMSGW_API_PORT": str(api_port),
-        "SMSGW_SIMULATOR_PORT": str(sim_port),
-        "SMSGW_GUARD_PORT": str(guard_port),
-        "SMSGW_GUARD_CONFDIR": str(tmp_path / "guard"),
-        "SMSGW_METRICS_PORT": str(free_port()), "SMSGW_GUARD_METRICS_PORT": str(free_port()),
-    }
+    env = run_env(tmp_path)
+    api_port, sim_port, guard_port = (env[f"SMSGW_{name}_PORT"] for name in ("API", "SIMULATOR", "GUARD"))
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(["scripts/run"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
         wait_until(lambda: "smsgw is running" in log.read_text() or process.poll() is not None,
-                   timeout=60, what="make run's banner")
+                   timeout=120, what="make run's banner")
         assert process.poll() is None, log.read_text()
         yield (env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}",
                f"http://127.0.0.1:{guard_port}", process, log)
