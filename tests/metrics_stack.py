@@ -107,6 +107,11 @@ def make_traffic(stack: Stack) -> Traffic:
     assert raw_request(port, "POST", f"/webhooks/jasmin/{good}/dlr?token={'w' * len(token)}")[0] == 403
     assert raw_request(port, "POST", f"/webhooks/jasmin/{good}/dlr")[0] == 401
     # the status webhooks the send and the receipt made, delivered to the endpoint
-    wait_until(lambda: len(stack.hooks.received) >= 2, timeout=60, what="two status webhooks")
+    try:
+        wait_until(lambda: len(stack.hooks.received) >= 2, timeout=60, what="two status webhooks")
+    except TimeoutError:  # say what became of them: the deliveries as the API shows them, and its log
+        deliveries = admin.get(f"/api/webhook-endpoints/{endpoint.json()['data']['id']}/deliveries").text
+        raise AssertionError(f"{len(stack.hooks.received)} status webhooks arrived of 2; deliveries: "
+                             f"{deliveries}\nthe API's log ends:\n{stack.api.log[-6000:]}") from None
     admin.close()
     return Traffic()
