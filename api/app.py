@@ -34,17 +34,23 @@ log = logging.getLogger("smsgw.api")
 GC_THRESHOLDS = (10_000, 10, 10)
 
 
+async def schema_version(state) -> str | None:
+    """The database's schema revision, read from the migration table, not ``SELECT 1``: on
+    SQLite that would answer even with the database file gone. Raises when the database does
+    not answer (``db.is_missing_schema`` tells one without a schema); None: an empty table."""
+    if db.sqlite_file_gone(state.settings.database_url):
+        raise LookupError("the database file is gone")
+    return await state.database.fetch_val("SELECT version_num FROM alembic_version")
+
+
 async def healthz(request: Request) -> JSONResponse:
     """200 while the database answers with its schema in place, 503 otherwise.
 
-    It reads the migration table, not ``SELECT 1``: on SQLite that would answer
-    even with the database file gone. A database without the table gets the
-    reason (``smsgw migrate`` fixes it); nothing else is said.
+    A database without the migration table gets the reason (``smsgw migrate``
+    fixes it); nothing else is said.
     """
     try:
-        if db.sqlite_file_gone(request.app.state.settings.database_url):
-            raise LookupError("the database file is gone")
-        if await request.app.state.database.fetch_val("SELECT version_num FROM alembic_version") is None:
+        if await schema_version(request.app.state) is None:
             raise LookupError("no schema version")
     except Exception as exc:
         if db.is_missing_schema(exc):
@@ -87,9 +93,7 @@ async def readyz(request: Request) -> JSONResponse:
     are running, and the process is not shutting down; 503 with a ``reason`` otherwise."""
     state = request.app.state
     try:
-        if db.sqlite_file_gone(state.settings.database_url):
-            raise LookupError("the database file is gone")
-        version = await state.database.fetch_val("SELECT version_num FROM alembic_version")
+        version = await schema_version(state)
     except Exception as exc:
         if not db.is_missing_schema(exc):
             log.warning("readiness check: the database did not answer")
