@@ -105,10 +105,7 @@ def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
         gateway_ids = frozenset(args.gateway) if args.gateway else None
 
     async def run() -> int:
-        database = db.make_database(settings.database_url)
-        dialect = db.dialect_of(settings.database_url)
-        await database.connect()
-        try:
+        async with db.connected(settings.database_url) as (database, dialect):
             if args.action == "create":
                 if gateway_ids is not None and (missing := await keys.unknown_gateways(database, gateway_ids)):
                     print(f"smsgw: no SMS gateway has id {', '.join(map(str, missing))}", file=sys.stderr)
@@ -130,8 +127,6 @@ def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
                     return 1
                 print(f"API key {args.id} revoked")
             return 0
-        finally:
-            await database.disconnect()
 
     return asyncio.run(run())
 
@@ -171,12 +166,8 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     anchors = dict(args.anchor or ())
 
     async def run() -> int:
-        database = db.make_database(settings.database_url)
-        await database.connect()
-        try:
+        async with db.connected(settings.database_url) as (database, _):
             verdict = await audit.verify(database, anchors=anchors)
-        finally:
-            await database.disconnect()
         if verdict.ok:
             checked = f", {len(anchors)} anchors hold" if anchors else ""
             print(f"OK: {verdict.count} audit events, chain intact{checked}; last hash {verdict.last_hash}")
@@ -251,10 +242,7 @@ async def subscribe_receiver(settings: Settings, url: str) -> tuple[int, list[st
 
     from api import audit, clock, db, notices, webhook_endpoints as hooks
 
-    database = db.make_database(settings.database_url)
-    await database.connect()
-    try:
-        dialect = db.dialect_of(settings.database_url)
+    async with db.connected(settings.database_url) as (database, dialect):
         table = hooks.webhook_endpoints
         found = await database.fetch_val(sa.select(table.c.id).where(table.c.url == url).order_by(table.c.id))
         if found is None:
@@ -265,8 +253,6 @@ async def subscribe_receiver(settings: Settings, url: str) -> tuple[int, list[st
             await hooks.update_endpoint(database, dialect, audit.CLI, found, {"is_active": True})
         row = await hooks.fetch_endpoint(database, found)
         return found, hooks.signing_secrets(row, settings.keyring, clock.now_iso())
-    finally:
-        await database.disconnect()
 
 
 def port_number(text: str) -> int:
@@ -286,9 +272,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from api import db, gateways, passwords
 
     async def run() -> int:
-        database = db.make_database(settings.database_url)
-        await database.connect()
-        try:
+        async with db.connected(settings.database_url) as (database, _):
             table = gateways.gateways
             values = {
                 "provider_type": "jasmin", "api_path": "secure/send",
@@ -307,8 +291,6 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                                        .values(**passwords.sealed_values(settings.keyring, values)))
             print(found)
             return 0
-        finally:
-            await database.disconnect()
 
     return asyncio.run(run())
 
@@ -327,17 +309,14 @@ def cmd_secrets(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> int:
-        database = db.make_database(settings.database_url)
-        await database.connect()
         try:
-            changed, total = await passwords.rotate(database, db.dialect_of(settings.database_url), settings.keyring)
+            async with db.connected(settings.database_url) as (database, dialect):
+                changed, total = await passwords.rotate(database, dialect, settings.keyring)
         except passwords.RotationFailed as exc:
             print(f"smsgw: nothing was changed. {exc}. Add the key that sealed them to "
                   "SMSGW_SECRET_KEY_PREVIOUS, or set those passwords again (or rotate those webhook secrets).",
                   file=sys.stderr)
             return 1
-        finally:
-            await database.disconnect()
         print(f"{changed} of {total} stored secrets (gateway passwords, webhook signing secrets) re-encrypted "
               f"under key {settings.keyring.current_id}")
         return 0

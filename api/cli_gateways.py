@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 import sys
 from typing import Any
@@ -128,17 +127,6 @@ def register(commands) -> None:
     deactivate.add_argument("id", type=int, help="the gateway's id")
     deactivate.add_argument("--json", action="store_true", help="print it as JSON")
     gateway.set_defaults(run=cmd_gateway)
-
-
-@contextlib.asynccontextmanager
-async def connected(settings: Settings):
-    """The database and its dialect, for one command."""
-    database = db.make_database(settings.database_url)
-    await database.connect()
-    try:
-        yield database, db.dialect_of(settings.database_url)
-    finally:
-        await database.disconnect()
 
 
 def shown(row: dict[str, Any], *, with_token: bool = False) -> dict[str, Any]:
@@ -254,7 +242,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     if values.get("password") and settings.keyring.current is None:
         print("smsgw: warning: SMSGW_SECRET_KEY is not set: the gateway's password is stored in plaintext "
               "(see smsgw secrets --help)", file=sys.stderr)
-    async with connected(settings) as (database, dialect):
+    async with db.connected(settings.database_url) as (database, dialect):
         if action == "list":
             try:  # the API's rule for ?search= too
                 search = validate({"search": args.search}, gateway_reads.FILTERS, from_form=True).get("search")

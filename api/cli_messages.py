@@ -20,7 +20,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from api import cli_help, cli_output, db, states
-from api.cli_gateways import connected
 from api.config import Settings
 
 EVENT_COLUMNS = [
@@ -100,7 +99,7 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> str:
 
 
 async def show(settings: Settings, args: argparse.Namespace) -> int:
-    async with connected(settings) as (database, _):
+    async with db.connected(settings.database_url) as (database, _):
         message = await fetch(database, args.id)
         if message is None:
             print(f"smsgw: no SMS message has id {args.id}", file=sys.stderr)

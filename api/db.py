@@ -128,6 +128,17 @@ def make_database(url: str) -> Database:
     return Database(connect_url(url))
 
 
+@contextlib.asynccontextmanager
+async def connected(url: str):
+    """The database and its dialect, for one command; disconnected however the command ends."""
+    database = make_database(url)
+    await database.connect()
+    try:
+        yield database, dialect_of(url)
+    finally:
+        await database.disconnect()
+
+
 def sqlite_file_gone(url: str) -> bool:
     """Is the SQLite file gone from its path? (Kept connections would still read the
     deleted file: a health check asks this too.)"""
